@@ -1,0 +1,1 @@
+"""The operator CLI (`multipy ...`); click is imported only here."""

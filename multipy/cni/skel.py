@@ -1,0 +1,115 @@
+"""The entry skeleton: environment and stdin in, one JSON document and an exit code out.
+
+This is the only place that turns exceptions into CNI errors and picks the
+exit code, so every command prints exactly one document (or nothing) on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from . import env as cni_env
+from .errors import DECODE_FAILURE, INTERNAL, CNIError
+from .version import require_command, require_supported, version_reply
+
+if TYPE_CHECKING:
+    from .result import Result
+
+log = logging.getLogger("multipy")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One invocation: the validated environment and the config from stdin."""
+
+    env: cni_env.Environment
+    raw_config: bytes
+    config: dict
+    cni_version: str
+
+
+class Handler(Protocol):
+    def add(self, request: Request) -> Result: ...
+    def delete(self, request: Request) -> None: ...
+    def check(self, request: Request) -> None: ...
+    def gc(self, request: Request) -> None: ...
+    def status(self, request: Request) -> None: ...
+
+
+_METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
+
+
+def decode_config(raw: bytes) -> dict:
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CNIError(DECODE_FAILURE, f"error parsing network configuration: {exc}") from None
+    if not isinstance(config, dict):
+        raise CNIError(DECODE_FAILURE, "error parsing network configuration: expected a JSON object")
+    return config
+
+
+def _requested_version(raw: bytes) -> str | None:
+    # VERSION's stdin is only advisory: libcni may send nothing at all.
+    try:
+        version = json.loads(raw).get("cniVersion")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def emit(stream, document: dict) -> None:
+    # Go prints 4-space indented JSON with no trailing newline; parsers accept either.
+    stream.write(json.dumps(document, indent=4))
+    stream.flush()
+
+
+def run(
+    make_handler: Callable[[Request], Handler],
+    environ=None,
+    stdin=None,
+    stdout=None,
+    about: str = "",
+) -> int:
+    """Serve one CNI invocation; returns the process exit code."""
+    environ = environ if environ is not None else __import__("os").environ
+    stdin = stdin if stdin is not None else sys.stdin.buffer
+    stdout = stdout if stdout is not None else sys.stdout
+    cni_version: str | None = None
+    try:
+        command = cni_env.command_of(environ)
+        if not command:
+            # Like Go plugins: no command means a human ran us; say what we are.
+            sys.stderr.write(about + "\n")
+            return 0
+        raw = stdin.read()
+        if command == "VERSION":
+            emit(stdout, version_reply(_requested_version(raw)))
+            return 0
+        environment = cni_env.load(environ)
+        config = decode_config(raw)
+        cni_version = config.get("cniVersion") or "0.1.0"
+        if not isinstance(cni_version, str):
+            cni_version = None
+            raise CNIError(DECODE_FAILURE, "error parsing network configuration: cniVersion must be a string")
+        require_supported(cni_version)
+        require_command(cni_version, command)
+        request = Request(environment, raw, config, cni_version)
+        handler = make_handler(request)
+        result = getattr(handler, _METHODS[command])(request)
+        if command == "ADD":
+            emit(stdout, result.to_json(cni_version))
+        return 0
+    except CNIError as err:
+        log.error("%s failed: code %d: %s", environ.get("CNI_COMMAND", "?"), err.code, err.msg)
+        emit(stdout, err.to_json(cni_version))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never crash
+        log.exception("unexpected internal error")
+        emit(stdout, CNIError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}").to_json(cni_version))
+        return 1

@@ -1,0 +1,1 @@
+"""The multus configuration: schema validation, the model, and network files under confDir."""

@@ -1,0 +1,34 @@
+"""Configuration problems: a JSON path, what is wrong, and the CNI error they make."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # JSONPath of the offending value, "$" for the document
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(CNIError):
+    """Every problem found, so `validate` can list them and ADD can name the first."""
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        where = f"{source}: " if source else ""
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(
+            INVALID_NETWORK_CONFIG,
+            f"invalid network configuration: {where}{problems[0]}{more}",
+            "; ".join(str(p) for p in problems[1:]),
+        )
+        self.problems = problems
+
+
+def child(path: str, key: str | int) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"

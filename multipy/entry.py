@@ -1,0 +1,91 @@
+"""The CNI executable (`multus-cni`, and `multipy` when CNI_COMMAND is set): wiring only.
+
+Builds the orchestrator for one request from the conf on stdin and hands it to
+the skeleton, which prints the outcome. Heavy clients are not made here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from multipy import __version__, log
+from multipy.cni import skel
+from multipy.cni.errors import CNIError
+from multipy.cni.result import Result
+from multipy.config import multus
+from multipy.orchestrator.commands import Orchestrator, Request
+from multipy.orchestrator.record import RecordStore
+from multipy.plugins.chain import Chain
+from multipy.plugins.contract import Services
+from multipy.plugins.registry import Registry
+
+ABOUT = f"multipy v{__version__}: Multus-style meta CNI plugin (CNI spec 0.1.0-1.1.0)"
+
+
+def _text(doc: dict, key: str, default: str) -> str:
+    value = doc.get(key)
+    return value if isinstance(value, str) and value else default
+
+
+class Handler:
+    """skel.Handler over an Orchestrator."""
+
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    @staticmethod
+    def _request(request: skel.Request) -> Request:
+        env = request.env
+        return Request(env.container_id, env.ifname, env.netns, env.args, request.config.get("runtimeConfig") or {})
+
+    def add(self, request: skel.Request) -> Result:
+        return self.orchestrator.add(self._request(request))
+
+    def delete(self, request: skel.Request) -> None:
+        self.orchestrator.delete(self._request(request))
+
+    def check(self, request: skel.Request) -> None:
+        self.orchestrator.check(self._request(request))
+
+    def gc(self, request: skel.Request) -> None:
+        config = request.config
+        valid = config.get("cni.dev/valid-attachments", config.get("cni.dev/attachments", []))
+        self.orchestrator.gc(valid)
+
+    def status(self, request: skel.Request) -> None:
+        self.orchestrator.status()
+
+
+def build(request: skel.Request, registry: Registry | None = None, services: Services | None = None) -> Handler:
+    doc = request.config
+    env = request.env
+    log.configure(doc.get("logFile") if isinstance(doc.get("logFile"), str) else None,
+                  _text(doc, "logLevel", "panic"), doc.get("logToStderr") is True)
+    logger = log.for_request(env.container_id, env.arg("K8S_POD_NAMESPACE"), env.arg("K8S_POD_NAME"))
+    cni_dir = _text(doc, "cniDir", multus.DEFAULT_CNI_DIR)
+    conf_error: CNIError | None = None
+    try:
+        conf = multus.load(doc, stamp_dir=f"{cni_dir}/validated")
+    except CNIError as err:
+        if env.command != "DEL":
+            raise
+        # A conf broken after ADD must not strand the pod: DEL can still run from its record.
+        conf_error = err
+        conf = multus.MultusConf(cni_version=request.cni_version, name=_text(doc, "name", ""), delegates=(),
+                                 cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
+    chain = Chain(
+        registry or Registry(),
+        services or Services(),
+        search_path=(conf.bin_dir, *env.path),
+        timeout=conf.delegate_timeout,
+    )
+    logger.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
+    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), logger, conf_error))
+
+
+def main() -> None:
+    sys.exit(skel.run(build, about=ABOUT))
+
+
+if __name__ == "__main__":
+    main()

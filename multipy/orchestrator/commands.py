@@ -1,0 +1,286 @@
+"""ADD, DEL, CHECK, GC and STATUS over a pod's delegates.
+
+Everything the orchestrator touches comes in through its constructor (the conf,
+the chain runner with its clients, the record store, a logger), so one process
+can serve many requests: nothing here is global.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from multipy.cni.errors import (
+    INTERNAL,
+    INVALID_NETWORK_CONFIG,
+    NO_ATTACHMENT_RECORD,
+    STATUS_UNAVAILABLE,
+    STATUS_UNAVAILABLE_EXISTING_AFFECTED,
+    TRY_AGAIN_LATER,
+    CNIError,
+)
+from multipy.cni.result import Result
+from multipy.config import network
+from multipy.config.multus import MultusConf
+from multipy.plugins.chain import Chain
+from multipy.plugins.contract import Invocation
+
+from . import plan
+from .record import Attachment, CorruptRecord, Record, RecordStore
+
+_READINESS_POLL = 0.25  # seconds
+
+
+@dataclass(frozen=True)
+class Request:
+    """The runtime's view of one pod attachment, as the orchestrator needs it."""
+
+    container_id: str
+    ifname: str
+    netns: str = ""
+    cni_args: str = ""
+    capability_args: dict | None = None
+
+
+def _without_runtime_addresses(cni_args: str) -> str:
+    # The runtime's IP=/MAC= ask for its own interface, which the master wires;
+    # handing them to every delegate would request one address on every network.
+    kept = [item for item in cni_args.split(";") if item and item.partition("=")[0] not in ("IP", "MAC")]
+    return ";".join(kept)
+
+
+def _context(err: CNIError, attachment: Attachment, verb: str) -> CNIError:
+    network_type = attachment.network.get("type") or "conflist"
+    return CNIError(
+        err.code, f'delegate "{attachment.name}" ({network_type} on {attachment.ifname}) {verb}: {err.msg}', err.details
+    )
+
+
+def _summary(errors: list[CNIError], what: str) -> CNIError:
+    first = errors[0]
+    rest = "; ".join(e.msg for e in errors[1:])
+    return CNIError(first.code, f"{what}: {first.msg}" + (f" (and {len(errors) - 1} more)" if rest else ""), rest)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        conf: MultusConf,
+        chain: Chain,
+        store: RecordStore,
+        log: logging.Logger | logging.LoggerAdapter,
+        conf_error: CNIError | None = None,
+    ) -> None:
+        # conf_error: the conf on disk is broken; DEL may still work from a record.
+        self.conf = conf
+        self.chain = chain
+        self.store = store
+        self.log = log
+        self.conf_error = conf_error
+
+    # -- helpers -------------------------------------------------------------
+
+    def _planned(self, req: Request) -> Record:
+        if self.conf_error is not None:
+            raise self.conf_error
+        return Record(
+            network_name=self.conf.name,
+            container_id=req.container_id,
+            ifname=req.ifname,
+            netns=req.netns,
+            cni_args=req.cni_args,
+            capability_args=dict(req.capability_args or {}),
+            attachments=plan.attachments(self.conf, req.ifname),
+        )
+
+    def _invocation(self, command: str, record: Record, attachment: Attachment, netns: str) -> Invocation:
+        args = record.cni_args if attachment.master else _without_runtime_addresses(record.cni_args)
+        return Invocation(command, record.container_id, netns, attachment.ifname, args)
+
+    def _load(self, req: Request) -> Record | None:
+        try:
+            return self.store.load(self.conf.name, req.container_id, req.ifname)
+        except CorruptRecord as exc:
+            self.log.warning("ignoring unreadable attachment record, using the current config: %s", exc)
+            return None
+
+    def _teardown(self, record: Record, attachments: list[Attachment], netns: str) -> list[CNIError]:
+        """DEL each attachment in reverse, past failures; the failures are returned."""
+        errors: list[CNIError] = []
+        for attachment in reversed(attachments):
+            try:
+                prev = Result.from_json(attachment.result) if attachment.result else None
+            except CNIError:
+                prev = None  # a damaged result must not cost the delegate its DEL
+            try:
+                net = network.from_dict(attachment.network)
+                inv = self._invocation("DEL", record, attachment, netns)
+                self.chain.delete(net, inv, record.capability_args, prev)
+                self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
+            except CNIError as err:
+                errors.append(_context(err, attachment, "DEL failed"))
+            except Exception as exc:  # noqa: BLE001 - keep deleting the others
+                self.log.exception("DEL %s on %s crashed", attachment.name, attachment.ifname)
+                errors.append(_context(CNIError(INTERNAL, f"{type(exc).__name__}: {exc}"), attachment, "DEL failed"))
+        for err in errors:
+            self.log.error("%s", err.msg)
+        return errors
+
+    def _wait_ready(self) -> None:
+        path = self.conf.readiness_file
+        if not path:
+            return
+        deadline = time.monotonic() + self.conf.readiness_timeout
+        while not os.path.exists(path):
+            if time.monotonic() >= deadline:
+                raise CNIError(
+                    TRY_AGAIN_LATER,
+                    f"readiness indicator file {path} did not appear within {self.conf.readiness_timeout:g}s: "
+                    "the default network is not ready yet",
+                )
+            time.sleep(_READINESS_POLL)
+
+    # -- commands --------------------------------------------------------------
+
+    def add(self, req: Request) -> Result:
+        self._wait_ready()
+        record = self._planned(req)
+        self._clear_leftovers(req, record)
+        self.store.save(record)  # write-ahead: a crash from here on still leaves DEL a record
+        started: list[Attachment] = []
+        try:
+            for attachment in record.attachments:
+                started.append(attachment)
+                net = network.from_dict(attachment.network)
+                inv = self._invocation("ADD", record, attachment, req.netns)
+                try:
+                    result = self.chain.add(net, inv, record.capability_args)
+                except CNIError as err:
+                    raise _context(err, attachment, "ADD failed") from err
+                attachment.result = result.to_json(result.cni_version)
+                self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
+            self.store.save(record)
+        except Exception as exc:
+            self._roll_back(record, started, req.netns, exc)
+            raise
+        master = next(a for a in record.attachments if a.master)
+        return Result.from_json(master.result)
+
+    def _roll_back(self, record: Record, started: list[Attachment], netns: str, cause: Exception) -> None:
+        self.log.warning("ADD failed (%s); rolling back %d delegate(s)", cause, len(started))
+        errors = self._teardown(record, started, netns)
+        if not errors:
+            self.store.remove(record.network_name, record.container_id, record.ifname)
+            return
+        # The record stays so the runtime's DEL can finish the job.
+        if isinstance(cause, CNIError):
+            rollback = "; ".join(e.msg for e in errors)
+            cause.details = "; ".join(filter(None, [cause.details, f"rollback incomplete: {rollback}"]))
+
+    def _clear_leftovers(self, req: Request, planned: Record) -> None:
+        """A retried ADD after a crash must not trip over the first try's interfaces."""
+        path = self.store.path(planned.network_name, req.container_id, req.ifname)
+        if not os.path.exists(path):
+            return
+        leftover = self._load(req) or planned
+        self.log.warning("found the record of an unfinished ADD; removing its attachments first")
+        errors = self._teardown(leftover, leftover.attachments, req.netns)
+        if errors:
+            raise CNIError(
+                TRY_AGAIN_LATER,
+                f"attachments of an earlier ADD for this container could not be removed: {errors[0].msg}",
+            )
+
+    def delete(self, req: Request) -> None:
+        record = self._load(req)
+        if record is None:
+            # No record (or a damaged one): DEL the delegates the current config names,
+            # never "nothing to do" (Multus #1087 leaked addresses that way).
+            record = self._planned(req)
+            self.log.info("no attachment record; deleting by the current config")
+        errors = self._teardown(record, record.attachments, req.netns)
+        if errors:
+            raise _summary(errors, f"DEL of {len(errors)} delegate(s) failed; the record is kept for a retry")
+        self.store.remove(self.conf.name, req.container_id, req.ifname)
+
+    def check(self, req: Request) -> None:
+        try:
+            record = self.store.load(self.conf.name, req.container_id, req.ifname)
+        except CorruptRecord as exc:
+            raise CNIError(NO_ATTACHMENT_RECORD, f"attachment record unreadable: {exc}") from None
+        if record is None:
+            raise CNIError(
+                NO_ATTACHMENT_RECORD,
+                f"no attachment record for container {req.container_id} on {req.ifname}: nothing was added",
+            )
+        for attachment in record.attachments:
+            if attachment.result is None:
+                raise CNIError(NO_ATTACHMENT_RECORD, f'delegate "{attachment.name}" has no ADD result to check')
+            net = network.from_dict(attachment.network)
+            try:
+                self.chain.check(
+                    net,
+                    self._invocation("CHECK", record, attachment, req.netns),
+                    record.capability_args,
+                    Result.from_json(attachment.result),
+                )
+            except CNIError as err:
+                raise _context(err, attachment, "CHECK failed") from err
+
+    def gc(self, valid_attachments: list) -> None:
+        valid = _valid_set(valid_attachments)
+        errors: list[CNIError] = []
+        live: list[Record] = []
+        for record in self.store.all(self.conf.name):
+            if (record.container_id, record.ifname) in valid:
+                live.append(record)
+                continue
+            self.log.info("GC: removing stale attachment %s/%s", record.container_id, record.ifname)
+            failed = self._teardown(record, record.attachments, "")
+            if failed:
+                errors += failed
+                live.append(record)
+            else:
+                self.store.remove(record.network_name, record.container_id, record.ifname)
+        for delegate in self.conf.delegates:
+            net = delegate.network
+            still_valid = [
+                {"containerID": r.container_id, "ifname": a.ifname}
+                for r in live
+                for a in r.attachments
+                if a.name == net.name
+            ]
+            try:
+                self.chain.gc(net, Invocation("GC"), still_valid)
+            except CNIError as err:
+                errors.append(CNIError(err.code, f'delegate "{net.name}" GC failed: {err.msg}', err.details))
+        if errors:
+            raise _summary(errors, f"GC finished with {len(errors)} error(s)")
+
+    def status(self) -> None:
+        path = self.conf.readiness_file
+        if path and not os.path.exists(path):
+            raise CNIError(STATUS_UNAVAILABLE, f"readiness indicator file {path} does not exist")
+        for delegate in self.conf.delegates:
+            net = delegate.network
+            try:
+                self.chain.status(net, Invocation("STATUS"))
+            except CNIError as err:
+                code = err.code if err.code in (STATUS_UNAVAILABLE, STATUS_UNAVAILABLE_EXISTING_AFFECTED) else STATUS_UNAVAILABLE
+                raise CNIError(code, f'delegate "{net.name}" is not ready: {err.msg}', err.details) from err
+
+
+def _valid_set(valid_attachments) -> set[tuple[str, str]]:
+    if not isinstance(valid_attachments, list):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"cni.dev/valid-attachments: {valid_attachments!r} is not a list")
+    valid = set()
+    for index, item in enumerate(valid_attachments):
+        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f"cni.dev/valid-attachments[{index}]: {item!r} needs string containerID and ifname",
+            )
+        valid.add((item["containerID"], item["ifname"]))
+    return valid

@@ -1,0 +1,31 @@
+"""Which delegate gets which interface, in which order."""
+
+from __future__ import annotations
+
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from multipy.config.multus import MultusConf
+
+from .record import Attachment
+
+
+def attachments(conf: MultusConf, runtime_ifname: str) -> list[Attachment]:
+    """The master first on the runtime's ifname, then the others on net1, net2, ... in list order.
+
+    Running the master first is what legacy (v1/v2) Multus did with `masterplugin`,
+    and a pod is useless without its primary interface anyway.
+    """
+    master = conf.master
+    others = [d for d in conf.delegates if d is not master]
+    planned = [Attachment(dict(master.network.source), master.interface or runtime_ifname, True)]
+    for index, delegate in enumerate(others, start=1):
+        planned.append(Attachment(dict(delegate.network.source), delegate.interface or f"net{index}", False))
+    seen: dict[str, str] = {}
+    for attachment in planned:
+        if attachment.ifname in seen:
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f"interface name {attachment.ifname!r} of delegate {attachment.name!r} "
+                f"is already used by delegate {seen[attachment.ifname]!r}",
+            )
+        seen[attachment.ifname] = attachment.name
+    return planned

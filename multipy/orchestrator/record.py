@@ -1,0 +1,133 @@
+"""The write-ahead attachment record: what was (or is being) attached to one container.
+
+Written before any delegate runs and rewritten with each delegate's result, so
+a DEL after a crash, a timeout or a partial ADD still knows every delegate and
+the exact config it was given (Multus R1-R3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from multipy.cni.errors import IO_FAILURE, CNIError
+
+KIND = "multipyAttachmentV1"
+
+
+@dataclass
+class Attachment:
+    network: dict  # the delegate's config as used, with its cniVersion
+    ifname: str
+    master: bool
+    result: dict | None = None  # the delegate's ADD result on the wire, in its own version
+
+    @property
+    def name(self) -> str:
+        return self.network.get("name", "")
+
+
+@dataclass
+class Record:
+    network_name: str  # the meta network's name
+    container_id: str
+    ifname: str
+    netns: str = ""
+    cni_args: str = ""
+    capability_args: dict = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"kind": KIND, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Record:
+        if doc.get("kind") != KIND:
+            raise ValueError(f"not a {KIND} record")
+        attachments = [Attachment(**a) for a in doc["attachments"]]
+        fields = {k: doc[k] for k in ("network_name", "container_id", "ifname", "netns", "cni_args", "capability_args")}
+        return cls(**fields, attachments=attachments)
+
+
+class CorruptRecord(Exception):
+    pass
+
+
+class RecordStore:
+    """Records as files `<dir>/<network>-<containerID>-<ifname>`, like libcni's result cache."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def path(self, network_name: str, container_id: str, ifname: str) -> str:
+        # All three are validated against the CNI name patterns, so none holds a '/'.
+        return os.path.join(self.directory, f"{network_name}-{container_id}-{ifname}")
+
+    def save(self, record: Record) -> None:
+        final = self.path(record.network_name, record.container_id, record.ifname)
+        tmp = f"{final}.tmp{os.getpid()}"
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps(record.to_json()).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise CNIError(IO_FAILURE, f"cannot write attachment record {final}: {exc.strerror}") from exc
+
+    def load(self, network_name: str, container_id: str, ifname: str) -> Record | None:
+        """The record, None when there is none; CorruptRecord when it cannot be trusted."""
+        path = self.path(network_name, container_id, ifname)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CorruptRecord(f"{path}: {exc.strerror}") from exc
+        try:
+            return Record.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRecord(f"{path}: {exc}") from exc
+
+    def remove(self, network_name: str, container_id: str, ifname: str) -> None:
+        path = self.path(network_name, container_id, ifname)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot remove attachment record {path}: {exc.strerror}") from exc
+
+    def all(self, network_name: str) -> list[Record]:
+        """Every readable record of one meta network (GC's view of what is attached)."""
+        prefix = f"{network_name}-"
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        records = []
+        for name in sorted(names):
+            if not name.startswith(prefix) or name.rpartition(".tmp")[2].isdigit():
+                continue
+            try:
+                with open(os.path.join(self.directory, name), "rb") as f:
+                    record = Record.from_json(json.loads(f.read()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if record.network_name == network_name:
+                records.append(record)
+        return records

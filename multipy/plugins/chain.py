@@ -1,0 +1,129 @@
+"""Running one network, a single conf or a conflist, as libcni runs a list.
+
+Per plugin it injects name, cniVersion, runtimeConfig (declared capabilities
+only) and prevResult, then calls the native plugin for that `type` or execs
+the binary of that name from the search path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from multipy.cni.errors import DELEGATE_BAD_OUTPUT, INCOMPATIBLE_VERSION, CNIError
+from multipy.cni.result import Result
+from multipy.cni.version import supports_command
+
+from . import binary
+from .contract import DELEGATE_GROUP, Invocation, Services
+
+if TYPE_CHECKING:
+    from multipy.config.network import Network
+
+    from .registry import Registry
+
+_METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
+
+
+def build_conf(
+    net: Network,
+    plugin: dict,
+    capability_args: dict | None = None,
+    prev_result: Result | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """The stdin a runtime gives one plugin of `net` (libcni buildOneConfig)."""
+    conf = dict(plugin)
+    conf["name"] = net.name
+    conf["cniVersion"] = net.cni_version
+    capabilities = plugin.get("capabilities") or {}
+    runtime_config = {
+        cap: value for cap, value in (capability_args or {}).items() if capabilities.get(cap) is True
+    }
+    if runtime_config:
+        conf["runtimeConfig"] = runtime_config
+    if prev_result is not None:
+        conf["prevResult"] = prev_result.to_json(net.cni_version)
+    if extra:
+        conf.update(extra)
+    return conf
+
+
+class Chain:
+    def __init__(
+        self,
+        registry: Registry,
+        services: Services,
+        search_path: tuple[str, ...],
+        timeout: float,
+        base_env: dict | None = None,
+    ) -> None:
+        self.registry = registry
+        self.services = services
+        self.search_path = search_path
+        self.timeout = timeout
+        self.base_env = base_env
+
+    def call(self, net: Network, conf: dict, inv: Invocation) -> Result | None:
+        """One plugin, one command; ADD returns its Result in `net`'s version."""
+        plugin_type = conf["type"]
+        factory = self.registry.find(DELEGATE_GROUP, plugin_type)
+        if factory is not None:
+            return self._call_native(factory, net, conf, inv)
+        path = binary.find_binary(plugin_type, self.search_path)
+        inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
+        out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.base_env)
+        if inv.command != "ADD":
+            return None
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise CNIError(DELEGATE_BAD_OUTPUT, f"plugin {plugin_type} printed no JSON result for ADD: {out[:200]!r}")
+        doc.setdefault("cniVersion", net.cni_version)  # libcni fixupResultVersion
+        return Result.from_json(doc).convert(net.cni_version)
+
+    def _call_native(self, factory, net: Network, conf: dict, inv: Invocation) -> Result | None:
+        plugin = factory(self.services)
+        if net.cni_version not in plugin.supported_versions:
+            raise CNIError(
+                INCOMPATIBLE_VERSION,
+                f"plugin {conf['type']} does not support config version {net.cni_version!r}",
+            )
+        inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
+        result = getattr(plugin, _METHODS[inv.command])(inv, conf)
+        return result.convert(net.cni_version) if inv.command == "ADD" else None
+
+    def add(self, net: Network, inv: Invocation, capability_args: dict) -> Result:
+        result: Result | None = None
+        for plugin in net.plugins:
+            result = self.call(net, build_conf(net, plugin, capability_args, result), inv)
+        assert result is not None  # a network has at least one plugin
+        return result
+
+    def delete(self, net: Network, inv: Invocation, capability_args: dict, prev: Result | None) -> None:
+        # libcni sends the cached result to DEL from 0.4.0 on; older plugins never saw one.
+        prev = prev if prev is not None and supports_command(net.cni_version, "CHECK") else None
+        for plugin in reversed(net.plugins):
+            self.call(net, build_conf(net, plugin, capability_args, prev), inv)
+
+    def check(self, net: Network, inv: Invocation, capability_args: dict, prev: Result) -> None:
+        if net.disable_check or not supports_command(net.cni_version, "CHECK"):
+            return
+        for plugin in net.plugins:
+            self.call(net, build_conf(net, plugin, capability_args, prev), inv)
+
+    def gc(self, net: Network, inv: Invocation, valid: list[dict]) -> None:
+        if net.disable_gc or not supports_command(net.cni_version, "GC"):
+            return
+        # cni.dev/attachments is what libcni HEAD also sends (cni #1101).
+        extra = {"cni.dev/valid-attachments": valid, "cni.dev/attachments": valid}
+        for plugin in net.plugins:
+            self.call(net, build_conf(net, plugin, extra=extra), inv)
+
+    def status(self, net: Network, inv: Invocation) -> None:
+        if not supports_command(net.cni_version, "STATUS"):
+            return
+        for plugin in net.plugins:
+            self.call(net, build_conf(net, plugin), inv)

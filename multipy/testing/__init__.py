@@ -1,0 +1,5 @@
+"""A test kit for multipy and for authors of delegates: real namespaces, a runtime-like invoker.
+
+Use it from a conftest.py with `pytest_plugins = ["multipy.testing.fixtures"]`.
+Everything it creates is removed at teardown, also when a test fails.
+"""

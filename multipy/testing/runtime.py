@@ -1,0 +1,58 @@
+"""Invoking a CNI plugin as a container runtime does: env, stdin, stdout, exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict | None:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def invoke(
+    executable: str | list[str],
+    command: str,
+    conf: dict | bytes | str,
+    *,
+    container_id: str = "",
+    netns: str = "",
+    ifname: str = "",
+    cni_args: str = "",
+    cni_path: str = "/usr/lib/cni",
+    host_netns: str | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+) -> Outcome:
+    """Run `executable` with CNI_COMMAND=`command`; `host_netns` runs it inside that namespace."""
+    stdin = conf if isinstance(conf, bytes) else (conf.encode() if isinstance(conf, str) else json.dumps(conf).encode())
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    environ.update(env or {})
+    for key, value in (
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", container_id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", ifname),
+        ("CNI_ARGS", cni_args),
+        ("CNI_PATH", cni_path),
+    ):
+        if value:
+            environ[key] = value
+    argv = [executable] if isinstance(executable, str) else list(executable)
+    if host_netns:
+        argv = ["ip", "netns", "exec", host_netns, *argv]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, env=environ, timeout=timeout)
+    return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
