@@ -1,0 +1,92 @@
+"""pytest fixtures: namespaces, a node with a macvlan master, and a runtime-like invoker.
+
+Load with `pytest_plugins = ["multipy.testing.fixtures"]`. Needs root.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+
+from multipy.netlink import Namespaces
+
+from . import runtime
+
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def netns():
+    """Factory: netns("pod") -> the name of a fresh namespace, removed at teardown."""
+    made: list[str] = []
+
+    def make(prefix: str = "mp") -> str:
+        name = unique(f"{prefix}-")
+        Namespaces.create(name)
+        made.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        return name
+
+    yield make
+    for name in reversed(made):
+        Namespaces.remove(name)
+
+
+@dataclass
+class Node:
+    """A stand-in for a Kubernetes node: its own namespace, with `uplink` as a macvlan master."""
+
+    name: str
+    uplink: str = "uplink0"
+    peer: str = "uplink0p"
+
+
+@pytest.fixture
+def node(netns) -> Node:
+    name = netns("node")
+    n = Node(name)
+    _ip("-n", name, "link", "add", n.uplink, "type", "veth", "peer", "name", n.peer)
+    _ip("-n", name, "link", "set", n.uplink, "up")
+    _ip("-n", name, "link", "set", n.peer, "up")
+    return n
+
+
+def executable(name: str = "multus-cni") -> str:
+    """The installed console script next to this interpreter."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else shutil.which(name) or name
+
+
+@dataclass
+class Runtime:
+    """Invokes a CNI plugin like containerd does, optionally from inside a node namespace."""
+
+    executable: str
+    host_netns: str | None = None
+    cni_path: str = "/usr/lib/cni"
+    env: dict = field(default_factory=dict)
+
+    def __call__(self, command: str, conf, **kwargs) -> runtime.Outcome:
+        kwargs.setdefault("host_netns", self.host_netns)
+        kwargs.setdefault("cni_path", self.cni_path)
+        kwargs.setdefault("env", self.env)
+        return runtime.invoke(self.executable, command, conf, **kwargs)
+
+
+@pytest.fixture
+def cni_runtime(node) -> Runtime:
+    return Runtime(executable(), host_netns=node.name)
