@@ -34,6 +34,12 @@ _READINESS_POLL = 0.25  # seconds
 
 
 @dataclass(frozen=True)
+class Failure:
+    attachment: Attachment
+    error: CNIError
+
+
+@dataclass(frozen=True)
 class Request:
     """The runtime's view of one pod attachment, as the orchestrator needs it."""
 
@@ -106,9 +112,9 @@ class Orchestrator:
             self.log.warning("ignoring unreadable attachment record, using the current config: %s", exc)
             return None
 
-    def _teardown(self, record: Record, attachments: list[Attachment], netns: str) -> list[CNIError]:
+    def _teardown(self, record: Record, attachments: list[Attachment], netns: str) -> list[Failure]:
         """DEL each attachment in reverse, past failures; the failures are returned."""
-        errors: list[CNIError] = []
+        failures: list[Failure] = []
         for attachment in reversed(attachments):
             try:
                 prev = Result.from_json(attachment.result) if attachment.result else None
@@ -119,14 +125,16 @@ class Orchestrator:
                 inv = self._invocation("DEL", record, attachment, netns)
                 self.chain.delete(net, inv, record.capability_args, prev)
                 self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
+                continue
             except CNIError as err:
-                errors.append(_context(err, attachment, "DEL failed"))
+                error = err
             except Exception as exc:  # noqa: BLE001 - keep deleting the others
                 self.log.exception("DEL %s on %s crashed", attachment.name, attachment.ifname)
-                errors.append(_context(CNIError(INTERNAL, f"{type(exc).__name__}: {exc}"), attachment, "DEL failed"))
-        for err in errors:
-            self.log.error("%s", err.msg)
-        return errors
+                error = CNIError(INTERNAL, f"{type(exc).__name__}: {exc}")
+            failure = Failure(attachment, _context(error, attachment, "DEL failed"))
+            self.log.error("%s", failure.error.msg)
+            failures.append(failure)
+        return failures
 
     def _wait_ready(self) -> None:
         path = self.conf.readiness_file
@@ -170,14 +178,20 @@ class Orchestrator:
 
     def _roll_back(self, record: Record, started: list[Attachment], netns: str, cause: Exception) -> None:
         self.log.warning("ADD failed (%s); rolling back %d delegate(s)", cause, len(started))
-        errors = self._teardown(record, started, netns)
-        if not errors:
-            self.store.remove(record.network_name, record.container_id, record.ifname)
-            return
-        # The record stays so the runtime's DEL can finish the job.
-        if isinstance(cause, CNIError):
-            rollback = "; ".join(e.msg for e in errors)
+        failures = self._teardown(record, started, netns)
+        if isinstance(cause, CNIError) and failures:
+            rollback = "; ".join(f.error.msg for f in failures)
             cause.details = "; ".join(filter(None, [cause.details, f"rollback incomplete: {rollback}"]))
+        # Only delegates that finished ADD are known to hold resources. The one whose ADD
+        # failed had to undo its own work (SPEC), and its DEL failing as well (Go macvlan < 1.4
+        # fails DEL whenever its master is gone) must not pin the record: the runtime's DEL
+        # still reaches it through the current config.
+        holding = [f.attachment for f in failures if f.attachment.result is not None]
+        if holding:
+            record.attachments = holding[::-1]
+            self.store.save(record)  # kept for the runtime's DEL, with what is left to undo
+        else:
+            self.store.remove(record.network_name, record.container_id, record.ifname)
 
     def _clear_leftovers(self, req: Request, planned: Record) -> None:
         """A retried ADD after a crash must not trip over the first try's interfaces."""
@@ -186,11 +200,11 @@ class Orchestrator:
             return
         leftover = self._load(req) or planned
         self.log.warning("found the record of an unfinished ADD; removing its attachments first")
-        errors = self._teardown(leftover, leftover.attachments, req.netns)
-        if errors:
+        failures = self._teardown(leftover, leftover.attachments, req.netns)
+        if failures:
             raise CNIError(
                 TRY_AGAIN_LATER,
-                f"attachments of an earlier ADD for this container could not be removed: {errors[0].msg}",
+                f"attachments of an earlier ADD for this container could not be removed: {failures[0].error.msg}",
             )
 
     def delete(self, req: Request) -> None:
@@ -200,8 +214,9 @@ class Orchestrator:
             # never "nothing to do" (Multus #1087 leaked addresses that way).
             record = self._planned(req)
             self.log.info("no attachment record; deleting by the current config")
-        errors = self._teardown(record, record.attachments, req.netns)
-        if errors:
+        failures = self._teardown(record, record.attachments, req.netns)
+        if failures:
+            errors = [f.error for f in failures]
             raise _summary(errors, f"DEL of {len(errors)} delegate(s) failed; the record is kept for a retry")
         self.store.remove(self.conf.name, req.container_id, req.ifname)
 
@@ -238,9 +253,10 @@ class Orchestrator:
                 live.append(record)
                 continue
             self.log.info("GC: removing stale attachment %s/%s", record.container_id, record.ifname)
-            failed = self._teardown(record, record.attachments, "")
+            # The namespace recorded at ADD, as libcni GC does; delegates tolerate it being gone.
+            failed = self._teardown(record, record.attachments, record.netns)
             if failed:
-                errors += failed
+                errors += [f.error for f in failed]
                 live.append(record)
             else:
                 self.store.remove(record.network_name, record.container_id, record.ifname)

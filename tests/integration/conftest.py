@@ -1,0 +1,72 @@
+"""The seed's 10-multus.conf shape, with the Debian Go plugins as external delegates."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+GO_PLUGINS = "/usr/lib/cni"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.netns)
+
+
+@pytest.fixture
+def seed_conf(tmp_path, node):
+    """Factory for the seed topology: bridge + host-local on eth0, macvlan + host-local on net1."""
+
+    def make(version: str = "0.3.1", delegate_version: str | None = None, **overrides) -> dict:
+        bridge = {
+            "name": "k8snet1",
+            "type": "bridge",
+            "masterplugin": True,
+            "bridge": "cni0",
+            "isDefaultGateway": True,
+            "mtu": 1400,
+            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(tmp_path / "ipam")},
+        }
+        macvlan = {
+            "name": "k8snet2",
+            "type": "macvlan",
+            "master": overrides.pop("macvlan_master", node.uplink),
+            "mode": "bridge",
+            "ipam": {
+                "type": "host-local",
+                "subnet": "10.188.0.0/16",
+                "rangeStart": "10.188.1.0",
+                "rangeEnd": overrides.pop("range_end", "10.188.1.250"),
+                "dataDir": str(tmp_path / "ipam"),
+            },
+        }
+        if delegate_version:
+            bridge["cniVersion"] = macvlan["cniVersion"] = delegate_version
+        conf = {
+            "cniVersion": version,
+            "name": "multus-demo",
+            "type": "multus-cni",
+            "cniDir": str(tmp_path / "cache"),
+            "binDir": GO_PLUGINS,
+            "logFile": str(tmp_path / "multipy.log"),
+            "logLevel": "debug",
+            "delegates": [bridge, macvlan],
+        }
+        conf.update(overrides)
+        return conf
+
+    return make
+
+
+def reservations(tmp_path, network: str) -> list[str]:
+    """host-local's reservation files (one per IP) for one network."""
+    directory = tmp_path / "ipam" / network
+    if not directory.exists():
+        return []
+    return sorted(n for n in os.listdir(directory) if n[0].isdigit())
+
+
+def records(tmp_path) -> list[str]:
+    directory = tmp_path / "cache"
+    return sorted(p.name for p in directory.iterdir() if p.is_file()) if directory.exists() else []

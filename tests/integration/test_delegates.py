@@ -1,0 +1,182 @@
+"""Delegates: native ones found by entry point (built-in or third-party), and binaries run as a runtime runs them."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from multipy.cni.result import Result
+from multipy.testing import kernel
+from multipy.testing.runtime import invoke
+
+from .conftest import GO_PLUGINS, records
+
+
+def _conf(tmp_path, delegates, version="1.0.0", **extra):
+    return {
+        "cniVersion": version,
+        "name": "meta",
+        "type": "multus-cni",
+        "cniDir": str(tmp_path / "cache"),
+        "binDir": str(tmp_path / "bin"),
+        "delegates": delegates,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
+def test_native_loopback_matches_the_go_loopback(version, netns, cni_runtime, tmp_path):
+    """Built-in `loopback` (delegates/loopback.py, entry point) against /usr/lib/cni/loopback."""
+    ours, theirs = netns("pod"), netns("pod")
+    for pod in (ours, theirs):
+        kernel.ip_json(pod, "link", "set", "lo", "down")
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}], version)
+    go_conf = {"cniVersion": version, "name": "lo", "type": "loopback"}
+
+    native = cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{ours}", ifname="lo")
+    go = invoke(f"{GO_PLUGINS}/loopback", "ADD", go_conf, container_id="c1", netns=f"/run/netns/{theirs}", ifname="lo")
+
+    assert native.ok and go.ok, native.stdout + go.stdout
+    # Equivalent, not byte-equal: Go 1.1.1's loopback prints its 1.0.0-shaped result under any
+    # cniVersion (no ips[].version for 0.3.1) and always adds "dns": {}.
+    expected = Result.from_json(go.json)
+    expected.interfaces[0].sandbox = f"/run/netns/{ours}"
+    assert native.json == expected.to_json(version)
+    assert kernel.addresses(ours, "lo") == kernel.addresses(theirs, "lo")
+    assert kernel.links(ours)["lo"]["operstate"] == kernel.links(theirs)["lo"]["operstate"]
+
+    assert cni_runtime("DEL", conf, container_id="c1", netns=f"/run/netns/{ours}", ifname="lo").ok
+    assert invoke(f"{GO_PLUGINS}/loopback", "DEL", go_conf, container_id="c1", netns=f"/run/netns/{theirs}", ifname="lo").ok
+    assert "UP" not in kernel.links(ours)["lo"]["flags"]
+    assert kernel.links(ours)["lo"]["flags"] == kernel.links(theirs)["lo"]["flags"]
+    # DEL of a namespace that is gone is a success, as for the reference.
+    assert cni_runtime("DEL", conf, container_id="c1", netns="/run/netns/gone", ifname="lo").ok
+
+
+THIRD_PARTY = '''
+from multipy.cni.result import IPConfig, Interface, Result
+import ipaddress, json, os
+
+
+class Marker:
+    """Records each call in a file; a stand-in for any out-of-tree delegate."""
+
+    supported_versions = ("0.4.0", "1.0.0", "1.1.0")
+
+    def __init__(self, services):
+        self.services = services
+
+    def _log(self, inv, conf):
+        with open(conf["logTo"], "a") as f:
+            f.write(json.dumps({"command": inv.command, "ifname": inv.ifname, "args": inv.args}) + "\\n")
+
+    def add(self, inv, conf):
+        self._log(inv, conf)
+        return Result(conf["cniVersion"], interfaces=[Interface(inv.ifname, sandbox=inv.netns)],
+                      ips=[IPConfig(ipaddress.ip_interface("192.0.2.7/24"), interface=0)])
+
+    def delete(self, inv, conf):
+        self._log(inv, conf)
+
+    check = gc = status = delete
+'''
+
+
+@pytest.fixture
+def third_party(tmp_path):
+    """An installed distribution with a `multipy.delegates` entry point, on PYTHONPATH."""
+    site = tmp_path / "site"
+    (site / "acme_marker").mkdir(parents=True)
+    (site / "acme_marker" / "__init__.py").write_text(textwrap.dedent(THIRD_PARTY))
+    info = site / "acme_marker-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-marker\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[multipy.delegates]\nacme-marker = acme_marker:Marker\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_third_party_native_delegate_is_found_by_its_type(third_party, netns, cni_runtime, tmp_path):
+    pod = netns("pod")
+    calls = tmp_path / "calls"
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}, {"name": "acme", "type": "acme-marker", "logTo": str(calls)}])
+    cni_runtime.env = third_party
+    args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo", cni_args="IgnoreUnknown=1;IP=10.9.9.9;K8S_POD_NAME=p")
+
+    assert cni_runtime("ADD", conf, **args).ok
+    assert cni_runtime("DEL", conf, **args).ok
+
+    seen = [json.loads(line) for line in calls.read_text().splitlines()]
+    # net1 for the second delegate; the runtime's IP= is for the master only.
+    assert seen == [
+        {"command": "ADD", "ifname": "net1", "args": "IgnoreUnknown=1;K8S_POD_NAME=p"},
+        {"command": "DEL", "ifname": "net1", "args": "IgnoreUnknown=1;K8S_POD_NAME=p"},
+    ]
+    assert records(tmp_path) == []
+
+
+def test_native_delegate_refuses_a_version_it_does_not_support(third_party, netns, cni_runtime, tmp_path):
+    pod = netns("pod")
+    conf = _conf(tmp_path, [{"name": "acme", "type": "acme-marker", "logTo": str(tmp_path / "c")}], version="0.3.1")
+    cni_runtime.env = third_party
+    added = cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="eth0")
+    assert added.json["code"] == 1
+    assert "does not support config version '0.3.1'" in added.json["msg"]
+
+
+def _script(tmp_path, name, body):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        ("sleep 30\n", 101, "plugin slow did not finish within 0.5s"),
+        ("echo 'panic: runtime error' >&2; exit 2\n", 102, "exited with status 2 without a CNI error: 'panic: runtime error'"),
+        ("echo 'not json'; exit 0\n", 102, "printed no JSON result for ADD"),
+        ("echo '{\"code\": 11, \"msg\": \"busy\", \"details\": \"retry\"}'; exit 1\n", 11, "busy"),
+    ],
+)
+def test_binary_delegate_failures_are_reported_with_their_own_code(body, code, message, netns, cni_runtime, tmp_path):
+    _script(tmp_path, "slow", "cat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\n" + body)
+    pod = netns("pod")
+    conf = _conf(tmp_path, [{"name": "slow", "type": "slow"}], delegateTimeout=0.5)
+    added = cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="eth0")
+    assert added.returncode == 1
+    assert added.json["code"] == code
+    assert message in added.json["msg"]
+    assert records(tmp_path) == []
+
+
+def test_binary_delegate_gets_the_runtime_environment_and_its_own_ifname(netns, cni_runtime, tmp_path):
+    seen = tmp_path / "seen"
+    _script(tmp_path, "spy", f"""\
+        cat > {seen}.$CNI_COMMAND.stdin
+        env | grep ^CNI_ | sort > {seen}.$CNI_COMMAND.env
+        [ "$CNI_COMMAND" = ADD ] && echo '{{"cniVersion": "1.0.0", "ips": [{{"address": "192.0.2.1/24"}}]}}'
+        exit 0
+        """)
+    pod = netns("pod")
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"},
+                            {"name": "spy", "type": "spy", "capabilities": {"mac": True}}],
+                 runtimeConfig={"mac": "c2:00:00:00:00:01", "portMappings": []})
+    args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo", cni_args="IgnoreUnknown=1;MAC=c2:00:00:00:00:01")
+    assert cni_runtime("ADD", conf, **args).ok
+    assert cni_runtime("DEL", conf, **args).ok
+
+    env = dict(line.split("=", 1) for line in (tmp_path / "seen.ADD.env").read_text().splitlines())
+    assert env["CNI_IFNAME"] == "net1"
+    assert env["CNI_CONTAINERID"] == "c1"
+    assert env["CNI_NETNS"] == f"/run/netns/{pod}"
+    assert env["CNI_ARGS"] == "IgnoreUnknown=1"
+    assert env["CNI_PATH"] == f"{tmp_path / 'bin'}:{GO_PLUGINS}"
+    stdin = json.loads((tmp_path / "seen.ADD.stdin").read_text())
+    assert stdin == {"name": "spy", "type": "spy", "capabilities": {"mac": True}, "cniVersion": "1.0.0",
+                     "runtimeConfig": {"mac": "c2:00:00:00:00:01"}}
+    deleted = json.loads((tmp_path / "seen.DEL.stdin").read_text())
+    assert deleted["prevResult"] == {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.1/24"}]}
