@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 from contextlib import contextmanager
 
 from multipy.cni.errors import INVALID_NETNS, CNIError
@@ -25,8 +26,11 @@ class Netlink:
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
+        if netns and not os.path.exists(netns):
+            raise NetnsGone(netns)
         try:
-            ipr = IPRoute(netns=netns) if netns else IPRoute()
+            # flags=0: pyroute2 defaults to O_CREAT, which would conjure up a missing namespace.
+            ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
         except (FileNotFoundError, NetlinkError, OSError) as exc:
             code = getattr(exc, "code", None) or getattr(exc, "errno", None)
             if code in (errno.ENOENT, errno.EINVAL) or isinstance(exc, FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import pytest
@@ -51,8 +52,13 @@ def test_native_loopback_matches_the_go_loopback(version, netns, cni_runtime, tm
     assert invoke(f"{GO_PLUGINS}/loopback", "DEL", go_conf, container_id="c1", netns=f"/run/netns/{theirs}", ifname="lo").ok
     assert "UP" not in kernel.links(ours)["lo"]["flags"]
     assert kernel.links(ours)["lo"]["flags"] == kernel.links(theirs)["lo"]["flags"]
-    # DEL of a namespace that is gone is a success, as for the reference.
-    assert cni_runtime("DEL", conf, container_id="c1", netns="/run/netns/gone", ifname="lo").ok
+    # DEL of a namespace that is gone is a success, as for the reference, and must not create it.
+    gone = f"/run/netns/{ours}-gone"
+    assert cni_runtime("DEL", conf, container_id="c1", netns=gone, ifname="lo").ok
+    assert not os.path.exists(gone)
+    added = cni_runtime("ADD", conf, container_id="c2", netns=gone, ifname="lo")
+    assert added.json["code"] == 8 and "no such namespace" in added.json["msg"]
+    assert not os.path.exists(gone)
 
 
 THIRD_PARTY = '''

@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both install what they need.
+# Run as root on Debian: tests and the demo create network namespaces.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping
+
+.PHONY: demo test lint bench deps venv clean
+
+demo: deps venv
+	$(PY) demo/seed.py
+
+test: deps venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check multipy delegates tests bench demo
+
+bench: deps venv
+	$(PY) bench/add_del.py
+
+# Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+	@# Byte-compile: with PYTHONDONTWRITEBYTECODE set, every CNI exec would recompile our modules.
+	@$(PY) -m compileall -q multipy delegates
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
