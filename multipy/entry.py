@@ -65,7 +65,7 @@ def build(request: skel.Request, registry: Registry | None = None, services: Ser
     cni_dir = _text(doc, "cniDir", multus.DEFAULT_CNI_DIR)
     conf_error: CNIError | None = None
     try:
-        conf = multus.load(doc, stamp_dir=f"{cni_dir}/validated")
+        conf = multus.load(doc, stamp_dir=f"{cni_dir}/internal/validated")
     except CNIError as err:
         if env.command != "DEL":
             raise
@@ -74,7 +74,7 @@ def build(request: skel.Request, registry: Registry | None = None, services: Ser
         conf = multus.MultusConf(cni_version=request.cni_version, name=_text(doc, "name", ""), delegates=(),
                                  cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
     chain = Chain(
-        registry or Registry(),
+        registry or Registry(index_path=f"{conf.cni_dir}/internal/entry-points.json"),
         services or Services(),
         search_path=(conf.bin_dir, *env.path),
         timeout=conf.delegate_timeout,

@@ -104,8 +104,8 @@ def validate_ifname(ifname: str, source: str) -> None:
     problem = ""
     if not ifname:
         problem = "is empty"
-    elif len(ifname) > 15:
-        problem = "is longer than 15 characters"
+    elif len(ifname.encode()) > 15:
+        problem = "is longer than 15 bytes"
     elif ifname in (".", ".."):
         problem = "may not be '.' or '..'"
     elif any(ch in "/:" or ch.isspace() for ch in ifname):

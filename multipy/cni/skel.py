@@ -93,11 +93,11 @@ def run(
             return 0
         environment = cni_env.load(environ)
         config = decode_config(raw)
-        cni_version = config.get("cniVersion") or "0.1.0"
-        if not isinstance(cni_version, str):
-            cni_version = None
-            raise CNIError(DECODE_FAILURE, "error parsing network configuration: cniVersion must be a string")
-        require_supported(cni_version)
+        declared = config.get("cniVersion", "")
+        if not isinstance(declared, str):
+            raise CNIError(DECODE_FAILURE, f"error parsing network configuration: cniVersion {declared!r} is not a string")
+        # libcni reads a missing version as 0.1.0; an unsupported one is not echoed back.
+        cni_version = require_supported(declared or "0.1.0")
         require_command(cni_version, command)
         request = Request(environment, raw, config, cni_version)
         handler = make_handler(request)

@@ -20,7 +20,19 @@ def _candidates(conf_dir: str) -> list[str]:
 
 
 def find(ref: str, conf_dir: str, inherited_version: str | None, path: str) -> network.Network:
-    """`ref` is a path (absolute, or relative to conf_dir), a directory, or a network name."""
+    """`ref` is a path (absolute, or relative to conf_dir), a directory, or a network name.
+
+    Problems inside the file it names are reported at `path` (the reference), naming the file.
+    """
+    try:
+        return _find(ref, conf_dir, inherited_version, path)
+    except ConfigError as err:
+        if err.problems[0].path == path:
+            raise
+        raise ConfigError([Problem(path, f"{ref!r}: {p}") for p in err.problems]) from None
+
+
+def _find(ref: str, conf_dir: str, inherited_version: str | None, path: str) -> network.Network:
     candidate = ref if os.path.isabs(ref) else os.path.join(conf_dir, ref)
     if os.path.isdir(candidate):
         files = _candidates(candidate)

@@ -113,6 +113,9 @@ def problems(doc, stamp_dir: str | None = None) -> list[Problem]:
     for index, delegate in enumerate(delegates):
         if delegate.interface is None:
             continue
+        if delegate.master:
+            found.append(Problem(f"$.delegates[{index}].interface", "the master always gets the runtime's CNI_IFNAME"))
+            continue
         try:
             validate_ifname(delegate.interface, f"delegates[{index}].interface")
         except CNIError as err:

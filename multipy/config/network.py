@@ -63,6 +63,9 @@ def from_dict(doc: dict, path: str = "$", inherited_version: str | None = None) 
         plugin_path = child(child(path, "plugins"), index) if "plugins" in doc else path
         if not isinstance(plugin, dict) or not isinstance(plugin.get("type"), str) or not plugin["type"]:
             raise ConfigError([Problem(child(plugin_path, "type"), "every plugin needs a non-empty 'type'")])
+        if "/" in plugin["type"] or plugin["type"] in (".", ".."):
+            # The type names a binary: it must not reach outside the plugin directories.
+            raise ConfigError([Problem(child(plugin_path, "type"), f"{plugin['type']!r} is not a plugin name")])
     source = dict(doc)
     source.setdefault("cniVersion", version)
     return Network(

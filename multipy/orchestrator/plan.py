@@ -12,13 +12,17 @@ def attachments(conf: MultusConf, runtime_ifname: str) -> list[Attachment]:
     """The master first on the runtime's ifname, then the others on net1, net2, ... in list order.
 
     Running the master first is what legacy (v1/v2) Multus did with `masterplugin`,
-    and a pod is useless without its primary interface anyway.
+    and a pod is useless without its primary interface anyway. A delegate may name
+    its own interface; the automatic names skip the ones so taken.
     """
     master = conf.master
     others = [d for d in conf.delegates if d is not master]
-    planned = [Attachment(dict(master.network.source), master.interface or runtime_ifname, True)]
-    for index, delegate in enumerate(others, start=1):
-        planned.append(Attachment(dict(delegate.network.source), delegate.interface or f"net{index}", False))
+    planned = [Attachment(dict(master.network.source), runtime_ifname, True)]
+    claimed = {d.interface for d in others if d.interface}
+    automatic = (name for name in (f"net{i}" for i in range(1, 10_000)) if name not in claimed)
+    for delegate in others:
+        ifname = delegate.interface or next(automatic)
+        planned.append(Attachment(dict(delegate.network.source), ifname, False))
     seen: dict[str, str] = {}
     for attachment in planned:
         if attachment.ifname in seen:

@@ -43,7 +43,7 @@ class Record:
 
     @classmethod
     def from_json(cls, doc: dict) -> Record:
-        if doc.get("kind") != KIND:
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
             raise ValueError(f"not a {KIND} record")
         attachments = [Attachment(**a) for a in doc["attachments"]]
         fields = {k: doc[k] for k in ("network_name", "container_id", "ifname", "netns", "cni_args", "capability_args")}
@@ -55,18 +55,23 @@ class CorruptRecord(Exception):
 
 
 class RecordStore:
-    """Records as files `<dir>/<network>-<containerID>-<ifname>`, like libcni's result cache."""
+    """Records as files `<dir>/<network>:<containerID>:<ifname>`, one per attachment."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
     def path(self, network_name: str, container_id: str, ifname: str) -> str:
-        # All three are validated against the CNI name patterns, so none holds a '/'.
-        return os.path.join(self.directory, f"{network_name}-{container_id}-{ifname}")
+        # ':' appears in none of the three (CNI name and ID patterns, ifname rules), so
+        # unlike libcni's '-' it cannot make two attachments share a file.
+        for part in (network_name, container_id, ifname):
+            if not part or part[0] == "." or any(ch in part for ch in "/:\0"):
+                raise CNIError(IO_FAILURE, f"cannot name an attachment record after {part!r}")
+        return os.path.join(self.directory, f"{network_name}:{container_id}:{ifname}")
 
     def save(self, record: Record) -> None:
         final = self.path(record.network_name, record.container_id, record.ifname)
-        tmp = f"{final}.tmp{os.getpid()}"
+        # A leading dot: no network name or container ID starts with one, so all() can skip it.
+        tmp = os.path.join(self.directory, f".{os.path.basename(final)}.tmp{os.getpid()}")
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,9 +104,12 @@ class RecordStore:
         except OSError as exc:
             raise CorruptRecord(f"{path}: {exc.strerror}") from exc
         try:
-            return Record.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
+            record = Record.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptRecord(f"{path}: {exc}") from exc
+        if (record.network_name, record.container_id, record.ifname) != (network_name, container_id, ifname):
+            raise CorruptRecord(f"{path}: holds the record of another attachment")
+        return record
 
     def remove(self, network_name: str, container_id: str, ifname: str) -> None:
         path = self.path(network_name, container_id, ifname)
@@ -114,19 +122,19 @@ class RecordStore:
 
     def all(self, network_name: str) -> list[Record]:
         """Every readable record of one meta network (GC's view of what is attached)."""
-        prefix = f"{network_name}-"
+        prefix = f"{network_name}:"
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
         records = []
         for name in sorted(names):
-            if not name.startswith(prefix) or name.rpartition(".tmp")[2].isdigit():
+            if not name.startswith(prefix):
                 continue
             try:
                 with open(os.path.join(self.directory, name), "rb") as f:
                     record = Record.from_json(json.loads(f.read()))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
             if record.network_name == network_name:
                 records.append(record)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from multipy.testing import kernel
 
 from .conftest import records, reservations
@@ -48,7 +46,7 @@ def test_exhausted_ipam_range_rolls_back_the_master(seed_conf, netns, node, cni_
     assert set(kernel.links(second)) == {"lo"}
     assert reservations(tmp_path, "k8snet1") == ["10.244.1.2"]  # only the first pod's
     assert reservations(tmp_path, "k8snet2") == ["10.188.1.0"]
-    assert records(tmp_path) == ["multus-demo-c1-eth0"]
+    assert records(tmp_path) == ["multus-demo:c1:eth0"]
 
     assert cni_runtime("DEL", conf, container_id="c1", netns=f"/run/netns/{first}", ifname="eth0").ok
     _assert_nothing_left(first, node, tmp_path)
@@ -73,7 +71,7 @@ def test_retried_add_after_a_crash_clears_the_first_attempt(seed_conf, netns, no
     conf = seed_conf()
     assert cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="eth0").ok
     # Simulate the crash: the record says ADD was under way; interfaces and reservations exist.
-    record = tmp_path / "cache" / "multus-demo-c1-eth0"
+    record = tmp_path / "cache" / "multus-demo:c1:eth0"
     doc = json.loads(record.read_text())
     for attachment in doc["attachments"]:
         attachment["result"] = None
@@ -120,14 +118,14 @@ def test_failed_rollback_keeps_the_record_until_a_del_succeeds(seed_conf, netns,
     assert "rollback incomplete" in added.json["details"] and "flaky: DEL refused" in added.json["details"]
     assert set(kernel.links(pod)) == {"lo"}  # the master was rolled back all the same
     assert reservations(tmp_path, "k8snet1") == []
-    assert records(tmp_path) == ["multus-demo-c1-eth0"]
+    assert records(tmp_path) == ["multus-demo:c1:eth0"]
 
-    kept = json.loads((tmp_path / "cache" / "multus-demo-c1-eth0").read_text())
+    kept = json.loads((tmp_path / "cache" / "multus-demo:c1:eth0").read_text())
     assert [a["network"]["name"] for a in kept["attachments"]] == ["flaky"]  # only what still holds resources
 
     failed = cni_runtime("DEL", conf, **args)
     assert failed.json["code"] == 5 and "the record is kept" in failed.json["msg"]
-    assert records(tmp_path) == ["multus-demo-c1-eth0"]
+    assert records(tmp_path) == ["multus-demo:c1:eth0"]
 
     (tmp_path / "broken").unlink()
     deleted = cni_runtime("DEL", conf, **args)

@@ -50,7 +50,7 @@ def test_add_wires_eth0_and_net1_and_del_removes_both(version, seed_conf, netns,
     assert any(r["dst"] == "10.188.0.0/16" and r["dev"] == "net1" for r in routes)
     assert reservations(tmp_path, "k8snet1") == ["10.244.1.2"]
     assert reservations(tmp_path, "k8snet2") == ["10.188.1.0"]
-    assert records(tmp_path) == [f"multus-demo-c1-eth0"]
+    assert records(tmp_path) == ["multus-demo:c1:eth0"]
 
     if version != "0.3.1":  # CHECK exists from 0.4.0 on
         checked = cni_runtime("CHECK", dict(conf, prevResult=result), container_id="c1",
@@ -84,7 +84,7 @@ def test_del_without_record_uses_current_config(seed_conf, netns, cni_runtime, t
     pod = netns("pod")
     conf = seed_conf()
     assert _add(cni_runtime, conf, pod).ok
-    (tmp_path / "cache" / "multus-demo-c1-eth0").write_text("{ torn write")
+    (tmp_path / "cache" / "multus-demo:c1:eth0").write_text("{ torn write")
     deleted = _del(cni_runtime, conf, pod)
     assert deleted.ok, deleted.stdout
     assert set(kernel.links(pod)) == {"lo"}

@@ -53,7 +53,7 @@ def test_gc_removes_only_attachments_the_runtime_no_longer_has(seed_conf, netns,
 
     assert collected.ok, collected.stdout
     assert collected.stdout == ""
-    assert records(tmp_path) == ["multus-demo-live-eth0"]
+    assert records(tmp_path) == ["multus-demo:live:eth0"]
     assert reservations(tmp_path, "k8snet1") == ["10.244.1.2"]
     assert reservations(tmp_path, "k8snet2") == ["10.188.1.0"]
     assert set(kernel.links(stale)) == {"lo"}
