@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from multipy import __version__, log
+from multipy import __version__
 from multipy.cni import skel
 from multipy.cni.errors import CNIError
 from multipy.cni.result import Result
 from multipy.config import multus
+from multipy.log import Log
+from multipy.netlink import Netlink
 from multipy.orchestrator.commands import Orchestrator, Request
 from multipy.orchestrator.record import RecordStore
 from multipy.plugins.chain import Chain
@@ -56,12 +58,12 @@ class Handler:
         self.orchestrator.status()
 
 
-def build(request: skel.Request, registry: Registry | None = None, services: Services | None = None) -> Handler:
+def build(request: skel.Request, log: Log, registry: Registry | None = None, services: Services | None = None) -> Handler:
+    """The handler for one request; a daemon passes the registry and clients it keeps."""
     doc = request.config
     env = request.env
-    log.configure(doc.get("logFile") if isinstance(doc.get("logFile"), str) else None,
-                  _text(doc, "logLevel", "panic"), doc.get("logToStderr") is True)
-    logger = log.for_request(env.container_id, env.arg("K8S_POD_NAMESPACE"), env.arg("K8S_POD_NAME"))
+    log.settings.configure(_text(doc, "logFile", "") or None, _text(doc, "logLevel", "panic"),
+                           doc.get("logToStderr") is True)
     cni_dir = _text(doc, "cniDir", multus.DEFAULT_CNI_DIR)
     conf_error: CNIError | None = None
     try:
@@ -75,12 +77,13 @@ def build(request: skel.Request, registry: Registry | None = None, services: Ser
                                  cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
     chain = Chain(
         registry or Registry(index_path=f"{conf.cni_dir}/internal/entry-points.json"),
-        services or Services(),
+        services or Services(netlink=Netlink()),
         search_path=(conf.bin_dir, *env.path),
         timeout=conf.delegate_timeout,
+        log=log,
     )
-    logger.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
-    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), logger, conf_error))
+    log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
+    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error))
 
 
 def main() -> None:

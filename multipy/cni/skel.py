@@ -7,11 +7,12 @@ exit code, so every command prints exactly one document (or nothing) on stdout.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+from multipy.log import Log, Settings
 
 from . import env as cni_env
 from .errors import DECODE_FAILURE, INTERNAL, CNIError
@@ -19,8 +20,6 @@ from .version import require_command, require_supported, version_reply
 
 if TYPE_CHECKING:
     from .result import Result
-
-log = logging.getLogger("multipy")
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,23 @@ def emit(stream, document: dict) -> None:
 
 
 def run(
-    make_handler: Callable[[Request], Handler],
+    make_handler: Callable[[Request, Log], Handler],
     environ=None,
     stdin=None,
     stdout=None,
     about: str = "",
+    log_settings: Settings | None = None,
 ) -> int:
-    """Serve one CNI invocation; returns the process exit code."""
+    """Serve one CNI invocation; returns the process exit code.
+
+    make_handler(request, log) builds the handler; `log` is this request's log,
+    whose settings the handler may point at the conf's logFile.
+    """
     environ = environ if environ is not None else __import__("os").environ
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
+    settings = log_settings or Settings()
+    log = Log(settings)
     cni_version: str | None = None
     try:
         command = cni_env.command_of(environ)
@@ -92,6 +98,12 @@ def run(
             emit(stdout, version_reply(_requested_version(raw)))
             return 0
         environment = cni_env.load(environ)
+        log = Log(
+            settings,
+            environment.container_id,
+            environment.arg("K8S_POD_NAMESPACE"),
+            environment.arg("K8S_POD_NAME"),
+        )
         config = decode_config(raw)
         declared = config.get("cniVersion", "")
         if not isinstance(declared, str):
@@ -100,7 +112,7 @@ def run(
         cni_version = require_supported(declared or "0.1.0")
         require_command(cni_version, command)
         request = Request(environment, raw, config, cni_version)
-        handler = make_handler(request)
+        handler = make_handler(request, log)
         result = getattr(handler, _METHODS[command])(request)
         if command == "ADD":
             emit(stdout, result.to_json(cni_version))

@@ -7,7 +7,6 @@ can serve many requests: nothing here is global.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from multipy.cni.errors import (
 from multipy.cni.result import Result
 from multipy.config import network
 from multipy.config.multus import MultusConf
+from multipy.log import Log
 from multipy.plugins.chain import Chain
 from multipy.plugins.contract import Invocation
 
@@ -76,7 +76,7 @@ class Orchestrator:
         conf: MultusConf,
         chain: Chain,
         store: RecordStore,
-        log: logging.Logger | logging.LoggerAdapter,
+        log: Log,
         conf_error: CNIError | None = None,
     ) -> None:
         # conf_error: the conf on disk is broken; DEL may still work from a record.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import signal
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 from multipy.cni.errors import (
     DELEGATE_BAD_OUTPUT,
@@ -20,7 +20,8 @@ from multipy.cni.errors import (
 
 from .contract import Invocation
 
-log = logging.getLogger("multipy")
+if TYPE_CHECKING:
+    from multipy.log import Log
 
 _BUSY_RETRIES = 5  # libcni retries "text file busy" this often, a second apart
 
@@ -78,7 +79,7 @@ def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.C
     return subprocess.CompletedProcess([binary], proc.returncode, out, err)
 
 
-def run(binary: str, inv: Invocation, stdin: bytes, timeout: float, base_env=None) -> bytes:
+def run(binary: str, inv: Invocation, stdin: bytes, timeout: float, log: Log, base_env=None) -> bytes:
     """Exec `binary` for `inv`; returns its stdout, raises its CNI error on failure."""
     env = dict(os.environ if base_env is None else base_env)
     env.update(inv.environ())

@@ -19,6 +19,7 @@ from .contract import DELEGATE_GROUP, Invocation, Services
 
 if TYPE_CHECKING:
     from multipy.config.network import Network
+    from multipy.log import Log
 
     from .registry import Registry
 
@@ -56,8 +57,10 @@ class Chain:
         services: Services,
         search_path: tuple[str, ...],
         timeout: float,
+        log: Log,
         base_env: dict | None = None,
     ) -> None:
+        self.log = log
         self.registry = registry
         self.services = services
         self.search_path = search_path
@@ -72,7 +75,7 @@ class Chain:
             return self._call_native(factory, net, conf, inv)
         path = binary.find_binary(plugin_type, self.search_path)
         inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
-        out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.base_env)
+        out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.log, self.base_env)
         if inv.command != "ADD":
             return None
         try:

@@ -91,7 +91,7 @@ def run(environ, stdin=None, fail=None):
     if stdin is None:
         stdin = conf()
     rc = skel.run(
-        lambda request: Recorder(request, calls, fail),
+        lambda request, log: Recorder(request, calls, fail),
         environ=environ,
         stdin=io.BytesIO(stdin),
         stdout=out,
@@ -404,7 +404,7 @@ def test_unexpected_exception_is_999_without_traceback(command):
 def test_exception_in_the_handler_factory_is_999():
     out = io.StringIO()
 
-    def factory(request):
+    def factory(request, log):
         raise KeyError("no such thing")
 
     rc = skel.run(factory, environ=full_env("ADD"), stdin=io.BytesIO(conf()), stdout=out)
@@ -420,7 +420,7 @@ def test_add_returning_nothing_is_999():
             return None
 
     out = io.StringIO()
-    rc = skel.run(lambda r: NoResult(r, []), environ=full_env("ADD"), stdin=io.BytesIO(conf()), stdout=out)
+    rc = skel.run(lambda r, log: NoResult(r, []), environ=full_env("ADD"), stdin=io.BytesIO(conf()), stdout=out)
     assert rc == 1
     assert json.loads(out.getvalue())["code"] == INTERNAL
 
