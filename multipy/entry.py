@@ -75,13 +75,16 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
         conf_error = err
         conf = multus.MultusConf(cni_version=request.cni_version, name=_text(doc, "name", ""), delegates=(),
                                  cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
+    services = services or Services(netlink=Netlink())
     chain = Chain(
         registry or Registry(index_path=f"{conf.cni_dir}/internal/entry-points.json"),
-        services or Services(netlink=Netlink()),
+        services,
         search_path=(conf.bin_dir, *env.path),
         timeout=conf.delegate_timeout,
         log=log,
     )
+    if services.ipam is None:
+        services.ipam = chain.ipam  # native delegates run their IPAM, native or binary, through the chain
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
     return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error))
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from multipy.cni.errors import DELEGATE_BAD_OUTPUT, INCOMPATIBLE_VERSION, CNIError
+from multipy.cni.errors import DELEGATE_BAD_OUTPUT, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Result
 from multipy.cni.version import supports_command
 
 from . import binary
-from .contract import DELEGATE_GROUP, Invocation, Services
+from .contract import DELEGATE_GROUP, IPAM_GROUP, Invocation, Services
 
 if TYPE_CHECKING:
     from multipy.config.network import Network
@@ -67,12 +67,26 @@ class Chain:
         self.timeout = timeout
         self.base_env = base_env
 
-    def call(self, net: Network, conf: dict, inv: Invocation) -> Result | None:
-        """One plugin, one command; ADD returns its Result in `net`'s version."""
-        plugin_type = conf["type"]
-        factory = self.registry.find(DELEGATE_GROUP, plugin_type)
+    def call(self, conf: dict, inv: Invocation) -> Result | None:
+        """One plugin of a network (`conf` as build_conf made it), one command; ADD returns its Result."""
+        return self._run(DELEGATE_GROUP, conf["type"], conf, inv)
+
+    def ipam(self, inv: Invocation, conf: dict) -> Result | None:
+        """Run the IPAM plugin of a main plugin's `conf` (libcni DelegateAdd/Del/Check).
+
+        Native main plugins reach this through `Services.ipam`. As with a binary
+        delegate, the IPAM plugin gets the whole conf and the caller's CNI_* values.
+        """
+        ipam_type = (conf.get("ipam") or {}).get("type")
+        if not ipam_type:
+            raise CNIError(INVALID_NETWORK_CONFIG, "ipam.type is missing")
+        return self._run(IPAM_GROUP, ipam_type, conf, inv)
+
+    def _run(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
+        version = conf.get("cniVersion", "0.1.0")
+        factory = self.registry.find(group, plugin_type)
         if factory is not None:
-            return self._call_native(factory, net, conf, inv)
+            return self._call_native(factory, plugin_type, version, conf, inv)
         path = binary.find_binary(plugin_type, self.search_path)
         inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
         out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.log, self.base_env)
@@ -84,24 +98,21 @@ class Chain:
             doc = None
         if not isinstance(doc, dict):
             raise CNIError(DELEGATE_BAD_OUTPUT, f"plugin {plugin_type} printed no JSON result for ADD: {out[:200]!r}")
-        doc.setdefault("cniVersion", net.cni_version)  # libcni fixupResultVersion
-        return Result.from_json(doc).convert(net.cni_version)
+        doc.setdefault("cniVersion", version)  # libcni fixupResultVersion
+        return Result.from_json(doc).convert(version)
 
-    def _call_native(self, factory, net: Network, conf: dict, inv: Invocation) -> Result | None:
+    def _call_native(self, factory, plugin_type: str, version: str, conf: dict, inv: Invocation) -> Result | None:
         plugin = factory(self.services)
-        if net.cni_version not in plugin.supported_versions:
-            raise CNIError(
-                INCOMPATIBLE_VERSION,
-                f"plugin {conf['type']} does not support config version {net.cni_version!r}",
-            )
+        if version not in plugin.supported_versions:
+            raise CNIError(INCOMPATIBLE_VERSION, f"plugin {plugin_type} does not support config version {version!r}")
         inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
         result = getattr(plugin, _METHODS[inv.command])(inv, conf)
-        return result.convert(net.cni_version) if inv.command == "ADD" else None
+        return result.convert(version) if inv.command == "ADD" and result is not None else None
 
     def add(self, net: Network, inv: Invocation, capability_args: dict) -> Result:
         result: Result | None = None
         for plugin in net.plugins:
-            result = self.call(net, build_conf(net, plugin, capability_args, result), inv)
+            result = self.call(build_conf(net, plugin, capability_args, result), inv)
         assert result is not None  # a network has at least one plugin
         return result
 
@@ -109,13 +120,13 @@ class Chain:
         # libcni sends the cached result to DEL from 0.4.0 on; older plugins never saw one.
         prev = prev if prev is not None and supports_command(net.cni_version, "CHECK") else None
         for plugin in reversed(net.plugins):
-            self.call(net, build_conf(net, plugin, capability_args, prev), inv)
+            self.call(build_conf(net, plugin, capability_args, prev), inv)
 
     def check(self, net: Network, inv: Invocation, capability_args: dict, prev: Result) -> None:
         if net.disable_check or not supports_command(net.cni_version, "CHECK"):
             return
         for plugin in net.plugins:
-            self.call(net, build_conf(net, plugin, capability_args, prev), inv)
+            self.call(build_conf(net, plugin, capability_args, prev), inv)
 
     def gc(self, net: Network, inv: Invocation, valid: list[dict]) -> None:
         if net.disable_gc or not supports_command(net.cni_version, "GC"):
@@ -123,10 +134,10 @@ class Chain:
         # cni.dev/attachments is what libcni HEAD also sends (cni #1101).
         extra = {"cni.dev/valid-attachments": valid, "cni.dev/attachments": valid}
         for plugin in net.plugins:
-            self.call(net, build_conf(net, plugin, extra=extra), inv)
+            self.call(build_conf(net, plugin, extra=extra), inv)
 
     def status(self, net: Network, inv: Invocation) -> None:
         if not supports_command(net.cni_version, "STATUS"):
             return
         for plugin in net.plugins:
-            self.call(net, build_conf(net, plugin), inv)
+            self.call(build_conf(net, plugin), inv)

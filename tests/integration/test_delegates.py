@@ -87,6 +87,44 @@ class Marker:
         self._log(inv, conf)
 
     check = gc = status = delete
+
+
+class IpamUser:
+    """A native main plugin that leaves addressing to its `ipam`, as macvlan or bridge do."""
+
+    supported_versions = ("1.0.0",)
+
+    def __init__(self, services):
+        self.services = services
+
+    def add(self, inv, conf):
+        result = self.services.ipam(inv, conf)
+        result.interfaces = [Interface(inv.ifname, sandbox=inv.netns)]
+        for ip in result.ips:
+            ip.interface = 0
+        return result
+
+    def delete(self, inv, conf):
+        self.services.ipam(inv, conf)
+
+    check = gc = status = delete
+
+
+class FixedIpam:
+    """A native IPAM plugin (group multipy.ipam)."""
+
+    supported_versions = ("1.0.0",)
+
+    def __init__(self, services):
+        pass
+
+    def add(self, inv, conf):
+        return Result(conf["cniVersion"], ips=[IPConfig(ipaddress.ip_interface(conf["ipam"]["address"]))])
+
+    def delete(self, inv, conf):
+        pass
+
+    check = gc = status = delete
 '''
 
 
@@ -99,7 +137,10 @@ def third_party(tmp_path):
     info = site / "acme_marker-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-marker\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[multipy.delegates]\nacme-marker = acme_marker:Marker\n")
+    (info / "entry_points.txt").write_text(
+        "[multipy.delegates]\nacme-marker = acme_marker:Marker\nacme-ipam-user = acme_marker:IpamUser\n"
+        "[multipy.ipam]\nacme-fixed = acme_marker:FixedIpam\n"
+    )
     return {"PYTHONPATH": str(site)}
 
 
@@ -186,3 +227,55 @@ def test_binary_delegate_gets_the_runtime_environment_and_its_own_ifname(netns, 
                      "runtimeConfig": {"mac": "c2:00:00:00:00:01"}}
     deleted = json.loads((tmp_path / "seen.DEL.stdin").read_text())
     assert deleted["prevResult"] == {"cniVersion": "1.0.0", "ips": [{"address": "192.0.2.1/24"}]}
+
+
+@pytest.mark.parametrize(
+    ("ipam", "address"),
+    [
+        ({"type": "acme-fixed", "address": "198.51.100.9/24"}, "198.51.100.9/24"),  # native IPAM
+        ({"type": "host-local", "subnet": "198.51.100.0/24"}, "198.51.100.2/24"),  # Go binary from CNI_PATH
+    ],
+)
+def test_native_delegate_runs_its_ipam_native_or_binary(ipam, address, third_party, netns, cni_runtime, tmp_path):
+    pod = netns("pod")
+    if ipam["type"] == "host-local":
+        ipam["dataDir"] = str(tmp_path / "ipam")
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"},
+                            {"name": "user", "type": "acme-ipam-user", "ipam": ipam}])
+    cni_runtime.env = third_party
+    args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo")
+
+    added = cni_runtime("ADD", conf, **args)
+    assert added.ok, added.stdout + added.stderr
+    record = json.loads((tmp_path / "cache" / "meta:c1:lo").read_text())
+    assert [ip["address"] for ip in record["attachments"][1]["result"]["ips"]] == [address]
+    assert cni_runtime("DEL", conf, **args).ok
+    if ipam["type"] == "host-local":
+        assert [n for n in os.listdir(tmp_path / "ipam" / "user") if n[0].isdigit()] == []
+
+
+def test_conflist_delegate_runs_as_a_chain(node, netns, cni_runtime, tmp_path):
+    """A delegate may be a conflist: each plugin gets the previous one's result as prevResult."""
+    pod = netns("pod")
+    chain = {
+        "name": "tuned",
+        "cniVersion": "1.0.0",
+        "plugins": [
+            {"type": "macvlan", "master": node.uplink,
+             "ipam": {"type": "host-local", "subnet": "10.188.0.0/16", "dataDir": str(tmp_path / "ipam")}},
+            {"type": "tuning", "mac": "c2:00:00:00:00:42", "promisc": True},
+        ],
+    }
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}, chain], binDir=GO_PLUGINS)
+    args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo")
+
+    assert cni_runtime("ADD", conf, **args).ok
+    net1 = kernel.links(pod)["net1"]
+    assert net1["address"] == "c2:00:00:00:00:42"
+    assert "PROMISC" in net1["flags"]
+    record = json.loads((tmp_path / "cache" / "meta:c1:lo").read_text())
+    assert record["attachments"][1]["result"]["interfaces"][0]["mac"] == "c2:00:00:00:00:42"  # tuning's result
+
+    assert cni_runtime("DEL", conf, **args).ok
+    assert "net1" not in kernel.links(pod)
+    assert [n for n in os.listdir(tmp_path / "ipam" / "tuned") if n[0].isdigit()] == []
