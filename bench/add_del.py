@@ -35,6 +35,8 @@ import tempfile
 import time
 from collections import defaultdict
 
+from multipy.testing.topology import seed_delegates
+
 CNI_BIN = "/usr/lib/cni"
 UPLINK, UPLINK_PEER = "uplink0", "uplink0p"
 GO_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")  # what Debian's 1.1.1 plugins accept with 2+ interfaces
@@ -85,29 +87,7 @@ def p95(samples: list[float]) -> float:
 
 
 def delegates(cni_version: str, tmp: str) -> list[dict]:
-    bridge = {
-        "name": "k8snet1",
-        "type": "bridge",
-        "masterplugin": True,
-        "bridge": "cni0",
-        "isDefaultGateway": True,
-        "mtu": 1400,
-        "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": f"{tmp}/ipam-bridge"},
-    }
-    macvlan = {
-        "name": "k8snet2",
-        "type": "macvlan",
-        "master": UPLINK,
-        "mode": "bridge",
-        "ipam": {
-            "type": "host-local",
-            "subnet": "10.188.0.0/16",
-            "rangeStart": "10.188.1.0",
-            "rangeEnd": "10.188.1.250",
-            "dataDir": f"{tmp}/ipam-macvlan",
-        },
-    }
-    return [bridge, macvlan]
+    return seed_delegates(f"{tmp}/ipam", UPLINK)
 
 
 def multipy_conf(cni_version: str, tmp: str) -> dict:

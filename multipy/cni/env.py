@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import INVALID_ENVIRONMENT, CNIError
 
@@ -36,16 +36,32 @@ KNOWN_ARGS = frozenset(
 
 @dataclass(frozen=True)
 class Environment:
+    """The CNI_* values of one call: the runtime's to multipy, or multipy's to one delegate."""
+
     command: str
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
     args: str = ""
     path: tuple[str, ...] = ()
-    parsed_args: dict[str, str] = field(default_factory=dict)
 
     def arg(self, key: str, default: str = "") -> str:
-        return self.parsed_args.get(key, default)
+        """One CNI_ARGS value (the pairs were checked when the environment was loaded)."""
+        for item in self.args.split(";"):
+            name, sep, value = item.partition("=")
+            if sep and name == key:
+                return value
+        return default
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "CNI_COMMAND": self.command,
+            "CNI_CONTAINERID": self.container_id,
+            "CNI_NETNS": self.netns,
+            "CNI_IFNAME": self.ifname,
+            "CNI_ARGS": self.args,
+            "CNI_PATH": ":".join(self.path),
+        }
 
 
 def command_of(environ: os._Environ | dict) -> str:
@@ -70,6 +86,7 @@ def load(environ: os._Environ | dict) -> Environment:
     if ifname:
         validate_ifname(ifname, "CNI_IFNAME")
     raw_args = environ.get("CNI_ARGS", "")
+    parse_args(raw_args)  # refuse malformed pairs and unknown keys now, not in a delegate
     return Environment(
         command=command,
         container_id=container_id,
@@ -77,7 +94,6 @@ def load(environ: os._Environ | dict) -> Environment:
         ifname=ifname,
         args=raw_args,
         path=tuple(p for p in environ.get("CNI_PATH", "").split(":") if p),
-        parsed_args=parse_args(raw_args),
     )
 
 

@@ -8,6 +8,7 @@ the binary of that name from the search path.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from multipy.cni.errors import DELEGATE_BAD_OUTPUT, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CNIError
@@ -88,7 +89,7 @@ class Chain:
         if factory is not None:
             return self._call_native(factory, plugin_type, version, conf, inv)
         path = binary.find_binary(plugin_type, self.search_path)
-        inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
+        inv = replace(inv, path=self.search_path)
         out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.log, self.base_env)
         if inv.command != "ADD":
             return None
@@ -105,7 +106,7 @@ class Chain:
         plugin = factory(self.services)
         if version not in plugin.supported_versions:
             raise CNIError(INCOMPATIBLE_VERSION, f"plugin {plugin_type} does not support config version {version!r}")
-        inv = Invocation(inv.command, inv.container_id, inv.netns, inv.ifname, inv.args, self.search_path)
+        inv = replace(inv, path=self.search_path)
         result = getattr(plugin, _METHODS[inv.command])(inv, conf)
         return result.convert(version) if inv.command == "ADD" and result is not None else None
 

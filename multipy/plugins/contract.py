@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from multipy.cni.env import Environment
+
 if TYPE_CHECKING:
     from multipy.cni.result import Result
 
@@ -24,29 +26,8 @@ DELEGATE_GROUP = "multipy.delegates"
 IPAM_GROUP = "multipy.ipam"
 
 
-@dataclass(frozen=True)
-class Invocation:
-    """The CNI_* values one plugin call gets (the meta plugin sets them per delegate)."""
-
-    command: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: str = ""
-    path: tuple[str, ...] = ()
-
-    def environ(self) -> dict[str, str]:
-        return {
-            "CNI_COMMAND": self.command,
-            "CNI_CONTAINERID": self.container_id,
-            "CNI_NETNS": self.netns,
-            "CNI_IFNAME": self.ifname,
-            "CNI_ARGS": self.args,
-            "CNI_PATH": ":".join(self.path),
-        }
-
-    def with_command(self, command: str) -> Invocation:
-        return Invocation(command, self.container_id, self.netns, self.ifname, self.args, self.path)
+# A plugin's CNI_* values: the same type the runtime's call is parsed into.
+Invocation = Environment
 
 
 @dataclass

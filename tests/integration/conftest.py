@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from multipy.testing.topology import seed_delegates
+
 GO_PLUGINS = "/usr/lib/cni"
 
 
@@ -19,28 +21,9 @@ def seed_conf(tmp_path, node):
     """Factory for the seed topology: bridge + host-local on eth0, macvlan + host-local on net1."""
 
     def make(version: str = "0.3.1", delegate_version: str | None = None, **overrides) -> dict:
-        bridge = {
-            "name": "k8snet1",
-            "type": "bridge",
-            "masterplugin": True,
-            "bridge": "cni0",
-            "isDefaultGateway": True,
-            "mtu": 1400,
-            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(tmp_path / "ipam")},
-        }
-        macvlan = {
-            "name": "k8snet2",
-            "type": "macvlan",
-            "master": overrides.pop("macvlan_master", node.uplink),
-            "mode": "bridge",
-            "ipam": {
-                "type": "host-local",
-                "subnet": "10.188.0.0/16",
-                "rangeStart": "10.188.1.0",
-                "rangeEnd": overrides.pop("range_end", "10.188.1.250"),
-                "dataDir": str(tmp_path / "ipam"),
-            },
-        }
+        bridge, macvlan = seed_delegates(
+            str(tmp_path / "ipam"), overrides.pop("macvlan_master", node.uplink), overrides.pop("range_end", "10.188.1.250")
+        )
         if delegate_version:
             bridge["cniVersion"] = macvlan["cniVersion"] = delegate_version
         conf = {

@@ -278,13 +278,9 @@ def test_ignore_unknown_accepts_unknown_keys(flag):
     assert rc == 0, text
     request = calls[-1][1]
     assert request.env.args == raw
-    assert request.env.parsed_args == {
-        "IgnoreUnknown": flag,
-        "K8S_POD_NAMESPACE": "ns",
-        "K8S_POD_NAME": "p",
-        "FOO": "bar",
-        "IP": "10.0.0.5",
-    }
+    expected = {"IgnoreUnknown": flag, "K8S_POD_NAMESPACE": "ns", "K8S_POD_NAME": "p", "FOO": "bar", "IP": "10.0.0.5"}
+    assert {key: request.env.arg(key) for key in expected} == expected
+    assert request.env.arg("MISSING", "dflt") == "dflt"
 
 
 @pytest.mark.parametrize(
