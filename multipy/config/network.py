@@ -19,11 +19,6 @@ class Network:
     disable_check: bool = False
     disable_gc: bool = False
 
-    @property
-    def type(self) -> str:
-        """The chain's first type, which names the network in messages."""
-        return self.plugins[0].get("type", "")
-
 
 def _flag(value) -> bool:
     # libcni accepts the strings "true"/"false" for these as well.

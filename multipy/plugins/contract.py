@@ -14,7 +14,7 @@ The entry point names a factory called with the `Services` of this request.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from multipy.cni.env import Environment
@@ -43,7 +43,6 @@ class Services:
     kube: Any = None
     # Runs an IPAM plugin (native or binary) for a main plugin: ipam(invocation, conf) -> Result | None.
     ipam: Callable[..., Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

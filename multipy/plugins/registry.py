@@ -105,6 +105,3 @@ class Registry:
                 INVALID_NETWORK_CONFIG,
                 f"native plugin {plugin_type!r} ({value}) failed to load: {type(exc).__name__}: {exc}",
             ) from exc
-
-    def names(self, group: str) -> list[str]:
-        return sorted(set(self._index().get(group, {})) | set(self._extra.get(group, {})))

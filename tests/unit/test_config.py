@@ -51,7 +51,7 @@ def test_seed_conf_loads():
     assert conf.master.network.name == "k8snet1"
     assert [d.master for d in conf.delegates] == [True, False]
     assert [d.network.name for d in conf.delegates] == ["k8snet1", "k8snet2"]
-    assert [d.network.type for d in conf.delegates] == ["flannel", "macvlan"]
+    assert [d.network.plugins[0]["type"] for d in conf.delegates] == ["flannel", "macvlan"]
     # The delegates carry no cniVersion: they inherit the conf's.
     for delegate in conf.delegates:
         assert delegate.network.cni_version == "0.3.1"
@@ -279,7 +279,7 @@ def test_conflist_delegate_is_valid():
     net = conf.delegates[1].network
     assert net.name == "chain"
     assert [p["type"] for p in net.plugins] == ["bridge", "portmap"]
-    assert net.type == "bridge"
+    assert net.plugins[0]["type"] == "bridge"
 
 
 def test_conflist_with_plugins_and_type_is_a_problem():
@@ -357,7 +357,7 @@ def test_cni_versions_without_a_supported_one():
 def test_from_dict_plain_plugin():
     doc = {"name": "n", "type": "bridge", "cniVersion": "0.4.0", "bridge": "br0"}
     net = network.from_dict(doc)
-    assert (net.name, net.cni_version, net.type) == ("n", "0.4.0", "bridge")
+    assert (net.name, net.cni_version, net.plugins[0]["type"]) == ("n", "0.4.0", "bridge")
     assert net.plugins == (doc,)
     assert net.source == doc
     assert (net.disable_check, net.disable_gc) == (False, False)
