@@ -16,8 +16,7 @@ import tempfile
 import uuid
 
 from multipy.netlink import Namespaces
-from multipy.testing.fixtures import executable, unique
-from multipy.testing.runtime import invoke
+from multipy.testing.runtime import executable, invoke, unique
 
 GO_PLUGINS = "/usr/lib/cni"
 DATABASES = {"database-1-0": "10.188.0.218", "database-2-0": "10.188.0.219"}

@@ -5,11 +5,7 @@ Load with `pytest_plugins = ["multipy.testing.fixtures"]`. Needs root.
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,12 +13,8 @@ import pytest
 from multipy.netlink import Namespaces
 
 from . import runtime
+from .runtime import executable, unique
 
-_counter = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
 
 
 def _ip(*args: str) -> None:
@@ -63,12 +55,6 @@ def node(netns) -> Node:
     _ip("-n", name, "link", "set", n.uplink, "up")
     _ip("-n", name, "link", "set", n.peer, "up")
     return n
-
-
-def executable(name: str = "multus-cni") -> str:
-    """The installed console script next to this interpreter."""
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.path.exists(candidate) else shutil.which(name) or name
 
 
 @dataclass

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
+
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A name no other test process on this machine is using (namespaces are machine-wide)."""
+    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+
+
+def executable(name: str = "multus-cni") -> str:
+    """The installed console script next to this interpreter."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else shutil.which(name) or name
 
 
 @dataclass
