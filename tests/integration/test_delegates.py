@@ -279,3 +279,62 @@ def test_conflist_delegate_runs_as_a_chain(node, netns, cni_runtime, tmp_path):
     assert cni_runtime("DEL", conf, **args).ok
     assert "net1" not in kernel.links(pod)
     assert [n for n in os.listdir(tmp_path / "ipam" / "tuned") if n[0].isdigit()] == []
+
+
+def test_record_is_written_before_any_delegate_runs(netns, cni_runtime, tmp_path):
+    """Write-ahead: a crash inside the first delegate must still leave DEL a record to work from."""
+    record = tmp_path / "cache" / "meta:c1:eth0"
+    _script(tmp_path, "probe", f"""\
+        cat >/dev/null
+        if [ "$CNI_COMMAND" = ADD ]; then
+          [ -f {record} ] || {{ echo '{{"code": 100, "msg": "no record yet"}}'; exit 1; }}
+          echo '{{"cniVersion": "1.0.0", "ips": [{{"address": "192.0.2.1/24"}}]}}'
+        fi
+        """)
+    pod = netns("pod")
+    conf = _conf(tmp_path, [{"name": "probe", "type": "probe"}])
+    args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="eth0")
+    added = cni_runtime("ADD", conf, **args)
+    assert added.ok, added.stdout
+    assert oct(record.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(record.read_text())["attachments"][0]["result"]["ips"] == [{"address": "192.0.2.1/24"}]
+    assert cni_runtime("DEL", conf, **args).ok
+
+
+def test_gc_and_status_reach_delegates_of_1_1_0(third_party, netns, cni_runtime, tmp_path):
+    calls = tmp_path / "calls"
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"},
+                            {"name": "acme", "type": "acme-marker", "logTo": str(calls)}], version="1.1.0")
+    cni_runtime.env = third_party
+    pods = {"keep": netns("pod"), "drop": netns("pod")}
+    for cid, pod in pods.items():
+        assert cni_runtime("ADD", conf, container_id=cid, netns=f"/run/netns/{pod}", ifname="lo").ok
+
+    gc = cni_runtime("GC", dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "lo"}]}))
+    assert gc.ok, gc.stdout
+    assert cni_runtime("STATUS", conf).ok
+
+    seen = [json.loads(line)["command"] for line in calls.read_text().splitlines()]
+    assert seen == ["ADD", "ADD", "DEL", "GC", "STATUS"]  # DEL of the stale attachment, then GC
+    assert records(tmp_path) == ["meta:keep:lo"]
+    assert "UP" not in kernel.links(pods["drop"])["lo"]["flags"]
+    assert cni_runtime("DEL", conf, container_id="keep", netns=f"/run/netns/{pods['keep']}", ifname="lo").ok
+
+
+def test_gc_tells_each_delegate_its_own_valid_attachments(netns, cni_runtime, tmp_path):
+    seen = tmp_path / "gc-stdin"
+    _script(tmp_path, "gcspy", f"""\
+        if [ "$CNI_COMMAND" = GC ]; then cat > {seen}; else cat >/dev/null; fi
+        [ "$CNI_COMMAND" = ADD ] && echo '{{"cniVersion": "1.1.0", "ips": [{{"address": "192.0.2.1/24"}}]}}'
+        exit 0
+        """)
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}, {"name": "spy", "type": "gcspy"}], version="1.1.0")
+    pod = netns("pod")
+    assert cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="lo").ok
+
+    assert cni_runtime("GC", dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "lo"}]})).ok
+
+    sent = json.loads(seen.read_text())
+    assert sent["cni.dev/valid-attachments"] == [{"containerID": "c1", "ifname": "net1"}]  # the delegate's ifname
+    assert sent["name"] == "spy" and sent["cniVersion"] == "1.1.0"
+    assert cni_runtime("DEL", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="lo").ok
