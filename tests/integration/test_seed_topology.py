@@ -116,3 +116,30 @@ def test_two_pods_share_the_bridge_and_reach_each_other_over_net1(seed_conf, net
     for index, pod in enumerate(pods):
         assert _del(cni_runtime, conf, pod, container_id=f"c{index}").ok
     assert reservations(tmp_path, "k8snet2") == []
+
+
+def test_parallel_pods_do_not_interfere(seed_conf, netns, cni_runtime, tmp_path):
+    """The runtime handles different pods at once: records and addresses stay per pod."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conf = seed_conf()
+    pods = {f"c{i}": netns("pod") for i in range(8)}
+
+    def cycle(command):
+        def run(item):
+            cid, pod = item
+            return cni_runtime(command, conf, container_id=cid, netns=f"/run/netns/{pod}", ifname="eth0")
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(run, pods.items()))
+
+    added = cycle("ADD")
+    assert all(o.ok for o in added), [o.stdout for o in added if not o.ok]
+    net1 = {kernel.addresses(pod)["net1"][0] for pod in pods.values()}
+    eth0 = {kernel.addresses(pod)["eth0"][0] for pod in pods.values()}
+    assert len(net1) == len(eth0) == 8
+    assert len(records(tmp_path)) == 8
+
+    deleted = cycle("DEL")
+    assert all(o.ok for o in deleted), [o.stdout for o in deleted if not o.ok]
+    assert records(tmp_path) == []
+    assert reservations(tmp_path, "k8snet1") == reservations(tmp_path, "k8snet2") == []
