@@ -16,7 +16,6 @@ from . import runtime
 from .runtime import executable, unique
 
 
-
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
