@@ -32,7 +32,9 @@ venv: $(VENV)/.installed
 	@$(PY) -m compileall -q multipy delegates
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	@# Debian's own python3 needs python3-venv for this; install it only when venv is missing.
+	python3 -m venv --clear $(VENV) || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends python3-venv && python3 -m venv --clear $(VENV); }
 	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $@
 

@@ -73,11 +73,6 @@ class Netlink:
             found.append(ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"))
         return found
 
-    @staticmethod
-    def mac(ipr, ifname: str) -> str:
-        link = Netlink.link(ipr, ifname)
-        return link.get_attr("IFLA_ADDRESS") if link is not None else ""
-
 
 class Namespaces:
     """Named network namespaces under /run/netns (what `ip netns` manages)."""
@@ -97,9 +92,3 @@ class Namespaces:
             netns.remove(name)
         except FileNotFoundError:
             pass
-
-    @staticmethod
-    def names() -> list[str]:
-        from pyroute2 import netns
-
-        return list(netns.listnetns())

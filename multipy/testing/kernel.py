@@ -33,10 +33,3 @@ def routes(netns: str | None, family: str = "-4") -> list[dict]:
         {k: r[k] for k in ("dst", "gateway", "dev", "scope", "protocol") if k in r}
         for r in ip_json(netns, family, "route", "show")
     ]
-
-
-def sysctl(netns: str, key: str) -> str:
-    path = "/proc/sys/" + key.replace(".", "/")
-    return subprocess.run(
-        ["ip", "netns", "exec", netns, "cat", path], check=True, capture_output=True, text=True
-    ).stdout.strip()
