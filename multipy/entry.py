@@ -38,7 +38,14 @@ class Handler:
     @staticmethod
     def _request(request: skel.Request) -> Request:
         env = request.env
-        return Request(env.container_id, env.ifname, env.netns, env.args, request.config.get("runtimeConfig") or {})
+        return Request(
+            env.container_id,
+            env.ifname,
+            env.netns,
+            env.args,
+            request.config.get("runtimeConfig") or {},
+            request.cni_version,
+        )
 
     def add(self, request: skel.Request) -> Result:
         return self.orchestrator.add(self._request(request))

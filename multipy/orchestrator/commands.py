@@ -48,6 +48,7 @@ class Request:
     netns: str = ""
     cni_args: str = ""
     capability_args: dict | None = None
+    cni_version: str | None = None  # the runtime's, for ADD's result; None keeps the master's
 
 
 def _without_runtime_addresses(cni_args: str) -> str:
@@ -153,6 +154,7 @@ class Orchestrator:
     # -- commands --------------------------------------------------------------
 
     def add(self, req: Request) -> Result:
+        """The master's result in the runtime's version; on any failure, nothing stays attached."""
         self._wait_ready()
         record = self._planned(req)
         self._clear_leftovers(req, record)
@@ -169,12 +171,15 @@ class Orchestrator:
                     raise _context(err, attachment, "ADD failed") from err
                 attachment.result = result.to_json(result.cni_version)
                 self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
+            master = next(a for a in record.attachments if a.master)
+            # Converting may fail (an L2-only result has no 0.2.0 form): that too must roll back.
+            answer = Result.from_json(master.result)
+            answer = answer.convert(req.cni_version or answer.cni_version)
             self.store.save(record)
         except Exception as exc:
             self._roll_back(record, started, req.netns, exc)
             raise
-        master = next(a for a in record.attachments if a.master)
-        return Result.from_json(master.result)
+        return answer
 
     def _roll_back(self, record: Record, started: list[Attachment], netns: str, cause: Exception) -> None:
         self.log.warning("ADD failed (%s); rolling back %d delegate(s)", cause, len(started))

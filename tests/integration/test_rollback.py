@@ -131,3 +131,28 @@ def test_failed_rollback_keeps_the_record_until_a_del_succeeds(seed_conf, netns,
     deleted = cni_runtime("DEL", conf, **args)
     assert deleted.ok, deleted.stdout
     _assert_nothing_left(pod, node, tmp_path)
+
+
+def test_a_master_result_the_runtime_cannot_read_rolls_back(netns, cni_runtime, tmp_path):
+    """An L2-only master result has no 0.2.0 form: ADD fails with code 1 and undoes everything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    script = bin_dir / "l2only"
+    script.write_text(f"""#!/bin/sh
+cat >/dev/null
+echo "$CNI_COMMAND" >> {calls}
+[ "$CNI_COMMAND" = ADD ] && echo '{{"cniVersion": "1.0.0", "interfaces": [{{"name": "eth0"}}]}}'
+exit 0
+""")
+    script.chmod(0o755)
+    pod = netns("pod")
+    conf = {"cniVersion": "0.2.0", "name": "meta", "type": "multus-cni", "cniDir": str(tmp_path / "cache"),
+            "binDir": str(bin_dir), "delegates": [{"name": "l2", "type": "l2only", "cniVersion": "1.0.0"}]}
+
+    added = cni_runtime("ADD", conf, container_id="c1", netns=f"/run/netns/{pod}", ifname="eth0")
+
+    assert added.json["code"] == 1
+    assert "no valid IP addresses" in added.json["msg"]
+    assert calls.read_text().split() == ["ADD", "DEL"]
+    assert records(tmp_path) == []
