@@ -97,48 +97,52 @@ def _resolve(doc: dict) -> tuple[Delegate, ...]:
     )
 
 
-def problems(doc, stamp_dir: str | None = None) -> list[Problem]:
-    """Every problem in a conf, for `multipy validate` and for load()."""
-    if not isinstance(doc, dict):
-        return [Problem("$", "the configuration must be a JSON object")]
-    found = schema.validate_cached(operator_part(doc), stamp_dir) + _runtime_problems(doc)
-    found += _shape_problems(doc)
-    if found:
-        return found
-    try:
-        delegates = _resolve(doc)
-    except ConfigError as err:
-        return err.problems
+def _interface_problems(delegates: tuple[Delegate, ...]) -> list[Problem]:
+    found: list[Problem] = []
     seen: dict[str, int] = {}
     for index, delegate in enumerate(delegates):
         if delegate.interface is None:
             continue
+        path = f"$.delegates[{index}].interface"
         if delegate.master:
-            found.append(Problem(f"$.delegates[{index}].interface", "the master always gets the runtime's CNI_IFNAME"))
+            found.append(Problem(path, "the master always gets the runtime's CNI_IFNAME"))
             continue
         try:
             validate_ifname(delegate.interface, f"delegates[{index}].interface")
         except CNIError as err:
-            found.append(Problem(f"$.delegates[{index}].interface", err.msg))
+            found.append(Problem(path, err.msg))
         if delegate.interface in seen:
-            found.append(
-                Problem(
-                    f"$.delegates[{index}].interface",
-                    f"{delegate.interface!r} is already used by delegates[{seen[delegate.interface]}]",
-                )
-            )
+            found.append(Problem(path, f"{delegate.interface!r} is already used by delegates[{seen[delegate.interface]}]"))
         seen[delegate.interface] = index
     return found
 
 
+def _check(doc, stamp_dir: str | None) -> tuple[list[Problem], tuple[Delegate, ...]]:
+    if not isinstance(doc, dict):
+        return [Problem("$", "the configuration must be a JSON object")], ()
+    found = schema.validate_cached(operator_part(doc), stamp_dir) + _runtime_problems(doc) + _shape_problems(doc)
+    if found:
+        return found, ()
+    try:
+        delegates = _resolve(doc)
+    except ConfigError as err:
+        return err.problems, ()
+    return _interface_problems(delegates), delegates
+
+
+def problems(doc, stamp_dir: str | None = None) -> list[Problem]:
+    """Every problem in a conf, for `multipy validate` and for load()."""
+    return _check(doc, stamp_dir)[0]
+
+
 def load(doc: dict, stamp_dir: str | None = None) -> MultusConf:
-    found = problems(doc, stamp_dir)
+    found, delegates = _check(doc, stamp_dir)
     if found:
         raise ConfigError(found)
     return MultusConf(
         cni_version=doc["cniVersion"],
         name=doc["name"],
-        delegates=_resolve(doc),
+        delegates=delegates,
         kubeconfig=doc.get("kubeconfig"),
         conf_dir=doc.get("confDir", DEFAULT_CONF_DIR),
         cni_dir=doc.get("cniDir", DEFAULT_CNI_DIR),
