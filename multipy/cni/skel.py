@@ -7,6 +7,7 @@ exit code, so every command prints exactly one document (or nothing) on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def run(
     make_handler(request, log) builds the handler; `log` is this request's log,
     whose settings the handler may point at the conf's logFile.
     """
-    environ = environ if environ is not None else __import__("os").environ
+    environ = environ if environ is not None else os.environ
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
     settings = log_settings or Settings()
