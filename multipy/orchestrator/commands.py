@@ -200,8 +200,7 @@ class Orchestrator:
 
     def _clear_leftovers(self, req: Request, planned: Record) -> None:
         """A retried ADD after a crash must not trip over the first try's interfaces."""
-        path = self.store.path(planned.network_name, req.container_id, req.ifname)
-        if not os.path.exists(path):
+        if not self.store.exists(planned.network_name, req.container_id, req.ifname):
             return
         leftover = self._load(req) or planned
         self.log.warning("found the record of an unfinished ADD; removing its attachments first")

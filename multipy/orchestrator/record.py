@@ -93,6 +93,10 @@ class RecordStore:
                 pass
             raise CNIError(IO_FAILURE, f"cannot write attachment record {final}: {exc.strerror}") from exc
 
+    def exists(self, network_name: str, container_id: str, ifname: str) -> bool:
+        """A record is there, readable or not (an unfinished ADD leaves one either way)."""
+        return os.path.lexists(self.path(network_name, container_id, ifname))
+
     def load(self, network_name: str, container_id: str, ifname: str) -> Record | None:
         """The record, None when there is none; CorruptRecord when it cannot be trusted."""
         path = self.path(network_name, container_id, ifname)
