@@ -8,7 +8,7 @@ from __future__ import annotations
 from multipy.cni.errors import INVALID_NETNS, CNIError
 from multipy.cni.result import Interface, IPConfig, Result
 from multipy.cni.version import SUPPORTED_VERSIONS
-from multipy.netlink import Netlink, NetnsGone
+from multipy.net.netlink import Netlink, NetnsGone
 from multipy.plugins.contract import Invocation, Services
 
 

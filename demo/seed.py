@@ -15,7 +15,7 @@ import sys
 import tempfile
 import uuid
 
-from multipy.netlink import Namespaces
+from multipy.net.netlink import Namespaces
 from multipy.testing.runtime import executable, invoke, unique
 
 GO_PLUGINS = "/usr/lib/cni"

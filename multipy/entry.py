@@ -14,7 +14,7 @@ from multipy.cni.errors import CNIError
 from multipy.cni.result import Result
 from multipy.config import multus
 from multipy.log import Log
-from multipy.netlink import Netlink
+from multipy.net.netlink import Netlink
 from multipy.orchestrator.commands import Orchestrator, Request
 from multipy.orchestrator.record import RecordStore
 from multipy.plugins.chain import Chain

@@ -11,7 +11,13 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from multipy.cni.errors import DELEGATE_BAD_OUTPUT, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.errors import (
+    DELEGATE_BAD_OUTPUT,
+    DELEGATE_NOT_FOUND,
+    INCOMPATIBLE_VERSION,
+    INVALID_NETWORK_CONFIG,
+    CNIError,
+)
 from multipy.cni.result import Result
 from multipy.cni.version import supports_command
 
@@ -82,6 +88,13 @@ class Chain:
         if not ipam_type:
             raise CNIError(INVALID_NETWORK_CONFIG, "ipam.type is missing")
         return self._run(IPAM_GROUP, ipam_type, conf, inv)
+
+    def native(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
+        """Run the native plugin of `plugin_type` in `group`, never a binary."""
+        factory = self.registry.find(group, plugin_type)
+        if factory is None:
+            raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
+        return self._call_native(factory, plugin_type, conf.get("cniVersion", "0.1.0"), conf, inv)
 
     def _run(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
         version = conf.get("cniVersion", "0.1.0")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from multipy.netlink import Namespaces
+from multipy.net.netlink import Namespaces
 
 from . import runtime
 from .runtime import executable, unique

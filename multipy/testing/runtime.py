@@ -24,6 +24,11 @@ def executable(name: str = "multus-cni") -> str:
     return candidate if os.path.exists(candidate) else shutil.which(name) or name
 
 
+def native(plugin_type: str) -> list[str]:
+    """argv that runs multipy's native `plugin_type` as a standalone CNI binary (its Go twin's stand-in)."""
+    return [sys.executable, "-m", "multipy.plugins.standalone", plugin_type]
+
+
 @dataclass
 class Outcome:
     returncode: int

@@ -1,7 +1,9 @@
 """Netlink access for native plugins; the only module that imports pyroute2.
 
 pyroute2 costs ~150-250 ms to import (it loads every subsystem), so it is
-imported on first use, never by merely importing this module.
+imported on first use, never by merely importing this module. Plugins never see
+pyroute2's exception type: every netlink failure surfaces as LinkError, an
+OSError with the kernel's errno, so plugins can test `exc.errno == errno.EEXIST`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,33 @@ from multipy.cni.errors import INVALID_NETNS, CNIError
 
 class NetnsGone(Exception):
     """The namespace path does not exist (any more)."""
+
+
+class LinkError(OSError):
+    """A netlink request the kernel refused; `errno` is the kernel's code."""
+
+
+class _Route:
+    """An IPRoute whose netlink errors are LinkErrors; everything else passes through."""
+
+    def __init__(self, ipr, error_type) -> None:
+        self._ipr = ipr
+        self._error_type = error_type
+
+    def __getattr__(self, name):
+        attr = getattr(self._ipr, name)
+        if not callable(attr):
+            return attr
+        error_type = self._error_type
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except error_type as exc:
+                code = getattr(exc, "code", 0) or 0
+                raise LinkError(code, os.strerror(code) if code else str(exc)) from None
+
+        return call
 
 
 class Netlink:
@@ -37,7 +66,7 @@ class Netlink:
                 raise NetnsGone(netns) from exc
             raise CNIError(INVALID_NETNS, f"failed to open netns {netns!r}: {exc}") from exc
         try:
-            yield ipr
+            yield _Route(ipr, NetlinkError)
         finally:
             ipr.close()
 

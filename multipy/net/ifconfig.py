@@ -1,0 +1,78 @@
+"""Putting an IPAM result onto an interface, as the reference pkg/ipam ConfigureIface does.
+
+Addresses of `result.ips` whose `interface` points at `ifname`, then link up,
+then every route of the result: a route without its own gateway goes via the
+first gateway of its family, so flannel's gateway-less routes work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from . import sysctl
+from .netlink import LinkError, Netlink
+
+if TYPE_CHECKING:
+    from multipy.cni.result import Result
+
+
+class ConfigureError(Exception):
+    """Configuring the interface failed; the message reads like the reference's."""
+
+
+def configure(ipr, netns: str | None, ifname: str, result: Result) -> None:
+    """Apply `result` to `ifname` through `ipr`, an IPRoute already open in `netns`."""
+    if not result.interfaces:
+        raise ConfigureError("no interfaces to configure")
+    index = Netlink.index(ipr, ifname)
+    if index is None:
+        raise ConfigureError(f"failed to lookup {ifname!r}: Link not found")
+    gateways: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    ipv6_enabled = False
+    for ipc in result.ips:
+        if ipc.interface is None:
+            continue
+        if not 0 <= ipc.interface < len(result.interfaces) or result.interfaces[ipc.interface].name != ifname:
+            raise ConfigureError(f"failed to add IP addr {ipc.address} to {ifname!r}: invalid interface index")
+        if ipc.address.version == 6 and not ipv6_enabled:
+            _enable_ipv6(netns, ifname)
+            ipv6_enabled = True
+        try:
+            ipr.addr("add", index=index, address=str(ipc.address.ip), prefixlen=ipc.address.network.prefixlen)
+        except LinkError as exc:
+            raise ConfigureError(f"failed to add IP addr {ipc.address} to {ifname!r}: {exc.strerror}") from None
+        if ipc.gateway is not None:
+            gateways.setdefault(ipc.gateway.version, ipc.gateway)
+    try:
+        ipr.link("set", index=index, state="up")
+    except LinkError as exc:
+        raise ConfigureError(f"failed to set {ifname!r} UP: {exc.strerror}") from None
+    for route in result.routes:
+        gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
+        # proto boot (3) is what the reference's netlink library leaves the kernel to pick; pyroute2 says static.
+        spec: dict = {"dst": str(route.dst), "oif": index, "proto": 3}
+        if gw is not None:
+            spec["gateway"] = str(gw)
+        for key in ("priority", "table", "scope"):
+            value = getattr(route, key)
+            if value:
+                spec[key] = value
+        try:
+            ipr.route("add", **spec)
+        except LinkError as exc:
+            raise ConfigureError(f"failed to add route '{route.dst} via {gw} dev {ifname}': {exc.strerror}") from None
+
+
+def _enable_ipv6(netns: str | None, ifname: str) -> None:
+    # A namespace may start with IPv6 disabled; the reference turns it on for lo and the link.
+    wanted = {}
+    for name in ("lo", ifname):
+        key = f"net/ipv6/conf/{name}/disable_ipv6"
+        try:
+            if sysctl.read(netns, key) != "0":
+                wanted[key] = "0"
+        except OSError:
+            continue
+    if wanted:
+        sysctl.write(netns, wanted)

@@ -1,0 +1,65 @@
+"""One native plugin run as if it were its own CNI binary.
+
+`python -m multipy.plugins.standalone TYPE` serves exactly what
+`/usr/lib/cni/TYPE` would: the same environment, stdin and output. It is how a
+native plugin is put side by side with its Go reference in differential tests
+and benchmarks, and how a runtime could call one directly. A native main plugin
+runs its IPAM through the same chain multus-cni uses (native first, else the
+binary of that type on CNI_PATH).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from multipy import __version__
+from multipy.cni import skel
+from multipy.cni.errors import DELEGATE_NOT_FOUND, CNIError
+from multipy.log import Log
+from multipy.net.netlink import Netlink
+
+from .chain import Chain
+from .contract import DELEGATE_GROUP, IPAM_GROUP, Services
+from .registry import Registry
+
+_METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
+
+
+class Handler:
+    def __init__(self, plugin_type: str, chain: Chain, group: str) -> None:
+        self.plugin_type = plugin_type
+        self.chain = chain
+        self.group = group
+
+    def _run(self, request: skel.Request):
+        return self.chain.native(self.group, self.plugin_type, request.config, request.env)
+
+    add = delete = check = gc = status = _run
+
+
+def build(plugin_type: str, registry: Registry | None = None, services: Services | None = None):
+    def make(request: skel.Request, log: Log) -> Handler:
+        reg = registry or Registry()
+        group = next((g for g in (DELEGATE_GROUP, IPAM_GROUP) if reg.find(g, plugin_type) is not None), None)
+        if group is None:
+            raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
+        svc = services or Services(netlink=Netlink())
+        chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log)
+        if svc.ipam is None:
+            svc.ipam = chain.ipam
+        return Handler(plugin_type, chain, group)
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m multipy.plugins.standalone TYPE\n")
+        sys.exit(2)
+    about = f"multipy v{__version__}: native {argv[0]} plugin"
+    sys.exit(skel.run(build(argv[0]), about=about))
+
+
+if __name__ == "__main__":
+    main()
