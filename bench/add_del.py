@@ -98,6 +98,8 @@ def multipy_conf(cni_version: str, tmp: str) -> dict:
         "cniDir": f"{tmp}/multipy",
         "binDir": CNI_BIN,
         "delegates": delegates(cni_version, tmp),
+        # This bench measures the meta layer: the same Go delegates with and without multipy.
+        "binaryDelegates": ["bridge", "host-local", "macvlan"],
     }
 
 

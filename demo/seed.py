@@ -32,6 +32,7 @@ def conf(workdir: str) -> dict:
         "cniDir": f"{workdir}/cache",
         "binDir": GO_PLUGINS,
         "logFile": f"{workdir}/multipy.log",
+        "binaryDelegates": ["bridge", "host-local", "macvlan"],  # Go stand-ins until the native path lands
         "logLevel": "verbose",
         "delegates": [
             {"name": "k8snet1", "type": "bridge", "masterplugin": True, "bridge": "docker0",

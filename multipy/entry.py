@@ -89,6 +89,7 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
         search_path=(conf.bin_dir, *env.path),
         timeout=conf.delegate_timeout,
         log=log,
+        binary_types=conf.binary_types,
     )
     if services.ipam is None:
         services.ipam = chain.ipam  # native delegates run their IPAM, native or binary, through the chain

@@ -42,6 +42,8 @@ class MultusConf:
     readiness_file: str | None = None
     readiness_timeout: float = DEFAULT_READINESS_TIMEOUT
     delegate_timeout: float = DEFAULT_DELEGATE_TIMEOUT
+    # Types run from binDir/CNI_PATH even where a native plugin of that name exists (keep a Go bridge, say).
+    binary_types: frozenset[str] = frozenset()
 
     @property
     def master(self) -> Delegate:
@@ -153,4 +155,5 @@ def load(doc: dict, stamp_dir: str | None = None) -> MultusConf:
         readiness_file=doc.get("readinessindicatorfile"),
         readiness_timeout=float(doc.get("readinessTimeout", DEFAULT_READINESS_TIMEOUT)),
         delegate_timeout=float(doc.get("delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)),
+        binary_types=frozenset(doc.get("binaryDelegates", ())),
     )

@@ -100,6 +100,7 @@ class Orchestrator:
             cni_args=req.cni_args,
             capability_args=dict(req.capability_args or {}),
             attachments=plan.attachments(self.conf, req.ifname),
+            binary_types=sorted(self.conf.binary_types),
         )
 
     def _invocation(self, command: str, record: Record, attachment: Attachment, netns: str) -> Invocation:
@@ -124,7 +125,8 @@ class Orchestrator:
             try:
                 net = network.from_dict(attachment.network)
                 inv = self._invocation("DEL", record, attachment, netns)
-                self.chain.delete(net, inv, record.capability_args, prev)
+                with self.chain.binaries(record.binary_types):
+                    self.chain.delete(net, inv, record.capability_args, prev)
                 self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
                 continue
             except CNIError as err:
@@ -239,12 +241,13 @@ class Orchestrator:
                 raise CNIError(NO_ATTACHMENT_RECORD, f'delegate "{attachment.name}" has no ADD result to check')
             net = network.from_dict(attachment.network)
             try:
-                self.chain.check(
-                    net,
-                    self._invocation("CHECK", record, attachment, req.netns),
-                    record.capability_args,
-                    Result.from_json(attachment.result),
-                )
+                with self.chain.binaries(record.binary_types):
+                    self.chain.check(
+                        net,
+                        self._invocation("CHECK", record, attachment, req.netns),
+                        record.capability_args,
+                        Result.from_json(attachment.result),
+                    )
             except CNIError as err:
                 raise _context(err, attachment, "CHECK failed") from err
 

@@ -37,6 +37,8 @@ class Record:
     cni_args: str = ""
     capability_args: dict = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
+    # binaryDelegates at ADD: DEL and CHECK must reach the implementation that did the ADD.
+    binary_types: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"kind": KIND, **asdict(self)}
@@ -47,7 +49,7 @@ class Record:
             raise ValueError(f"not a {KIND} record")
         attachments = [Attachment(**a) for a in doc["attachments"]]
         fields = {k: doc[k] for k in ("network_name", "container_id", "ifname", "netns", "cni_args", "capability_args")}
-        return cls(**fields, attachments=attachments)
+        return cls(**fields, attachments=attachments, binary_types=list(doc.get("binary_types", [])))
 
 
 class CorruptRecord(Exception):

@@ -8,6 +8,7 @@ the binary of that name from the search path.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,7 @@ class Chain:
         timeout: float,
         log: Log,
         base_env: dict | None = None,
+        binary_types: frozenset[str] = frozenset(),
     ) -> None:
         self.log = log
         self.registry = registry
@@ -73,6 +75,20 @@ class Chain:
         self.search_path = search_path
         self.timeout = timeout
         self.base_env = base_env
+        self.binary_types = binary_types
+
+    @contextmanager
+    def binaries(self, binary_types):
+        """Run `binary_types` as binaries for a while (what a record says its ADD used).
+
+        In place rather than on a copy: native plugins reach IPAM through this same
+        chain (Services.ipam), and they must see the same choice.
+        """
+        saved, self.binary_types = self.binary_types, frozenset(binary_types)
+        try:
+            yield self
+        finally:
+            self.binary_types = saved
 
     def call(self, conf: dict, inv: Invocation) -> Result | None:
         """One plugin of a network (`conf` as build_conf made it), one command; ADD returns its Result."""
@@ -98,7 +114,7 @@ class Chain:
 
     def _run(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
         version = conf.get("cniVersion", "0.1.0")
-        factory = self.registry.find(group, plugin_type)
+        factory = None if plugin_type in self.binary_types else self.registry.find(group, plugin_type)
         if factory is not None:
             return self._call_native(factory, plugin_type, version, conf, inv)
         path = binary.find_binary(plugin_type, self.search_path)

@@ -35,6 +35,8 @@ def seed_conf(tmp_path, node):
             "logFile": str(tmp_path / "multipy.log"),
             "logLevel": "debug",
             "delegates": [bridge, macvlan],
+            # The Go reference plugins stand in here, not multipy's native plugins of the same names.
+            "binaryDelegates": ["bridge", "host-local", "macvlan"],
         }
         conf.update(overrides)
         return conf

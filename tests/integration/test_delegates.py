@@ -241,7 +241,8 @@ def test_native_delegate_runs_its_ipam_native_or_binary(ipam, address, third_par
     if ipam["type"] == "host-local":
         ipam["dataDir"] = str(tmp_path / "ipam")
     conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"},
-                            {"name": "user", "type": "acme-ipam-user", "ipam": ipam}])
+                            {"name": "user", "type": "acme-ipam-user", "ipam": ipam}],
+                 binaryDelegates=["host-local"])
     cni_runtime.env = third_party
     args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo")
 
@@ -266,7 +267,8 @@ def test_conflist_delegate_runs_as_a_chain(node, netns, cni_runtime, tmp_path):
             {"type": "tuning", "mac": "c2:00:00:00:00:42", "promisc": True},
         ],
     }
-    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}, chain], binDir=GO_PLUGINS)
+    conf = _conf(tmp_path, [{"name": "lo", "type": "loopback"}, chain], binDir=GO_PLUGINS,
+                 binaryDelegates=["macvlan", "host-local", "tuning"])
     args = dict(container_id="c1", netns=f"/run/netns/{pod}", ifname="lo")
 
     assert cni_runtime("ADD", conf, **args).ok

@@ -88,6 +88,7 @@ def test_optional_keys_are_loaded():
         readinessindicatorfile="/run/ready",
         readinessTimeout=5,
         delegateTimeout=7.5,
+        binaryDelegates=["bridge", "host-local"],
     )
     conf = multus.load(doc)
     assert (conf.kubeconfig, conf.conf_dir, conf.cni_dir, conf.bin_dir) == (
@@ -98,6 +99,7 @@ def test_optional_keys_are_loaded():
     )
     assert (conf.log_file, conf.log_level, conf.log_to_stderr) == ("/x/log", "debug", True)
     assert (conf.readiness_file, conf.readiness_timeout, conf.delegate_timeout) == ("/run/ready", 5.0, 7.5)
+    assert conf.binary_types == {"bridge", "host-local"}
 
 
 def test_runtime_keys_are_not_unknown_keys():
@@ -208,6 +210,8 @@ def test_several_unknown_keys_are_each_named():
         (lambda d: d.__setitem__("delegateTimeout", 0), "$.delegateTimeout", "0"),
         (lambda d: d.__setitem__("delegateTimeout", 241), "$.delegateTimeout", "241"),
         (lambda d: d.__setitem__("logLevel", "loud"), "$.logLevel", "'loud'"),
+        (lambda d: d.__setitem__("binaryDelegates", "bridge"), "$.binaryDelegates", "'bridge'"),
+        (lambda d: d.__setitem__("binaryDelegates", ["bridge", "bridge"]), "$.binaryDelegates", "['bridge', 'bridge']"),
         (lambda d: d.__setitem__("logToStderr", "yes"), "$.logToStderr", "'yes'"),
         (lambda d: d.__setitem__("capabilities", {"ips": "yes"}), "$.capabilities.ips", "'yes'"),
         (lambda d: d["delegates"][1].__setitem__("masterplugin", "yes"), "$.delegates[1].masterplugin", "'yes'"),
