@@ -1,11 +1,12 @@
 """One native plugin run as if it were its own CNI binary.
 
-`python -m multipy.plugins.standalone TYPE` serves exactly what
+`python -m multipy.plugins.standalone [--binary T]... TYPE` serves exactly what
 `/usr/lib/cni/TYPE` would: the same environment, stdin and output. It is how a
 native plugin is put side by side with its Go reference in differential tests
 and benchmarks, and how a runtime could call one directly. A native main plugin
 runs its IPAM through the same chain multus-cni uses (native first, else the
-binary of that type on CNI_PATH).
+binary of that type on CNI_PATH); `--binary T` makes type T always a binary,
+so a native bridge can be diffed against the Go one with the same Go IPAM.
 """
 
 from __future__ import annotations
@@ -37,14 +38,19 @@ class Handler:
     add = delete = check = gc = status = _run
 
 
-def build(plugin_type: str, registry: Registry | None = None, services: Services | None = None):
+def build(
+    plugin_type: str,
+    registry: Registry | None = None,
+    services: Services | None = None,
+    binary_types: frozenset[str] = frozenset(),
+):
     def make(request: skel.Request, log: Log) -> Handler:
         reg = registry or Registry()
         group = next((g for g in (DELEGATE_GROUP, IPAM_GROUP) if reg.find(g, plugin_type) is not None), None)
         if group is None:
             raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
         svc = services or Services(netlink=Netlink())
-        chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log)
+        chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log, binary_types=binary_types)
         if svc.ipam is None:
             svc.ipam = chain.ipam
         return Handler(plugin_type, chain, group)
@@ -53,12 +59,16 @@ def build(plugin_type: str, registry: Registry | None = None, services: Services
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m multipy.plugins.standalone TYPE\n")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    binaries = set()
+    while len(argv) > 2 and argv[0] == "--binary":
+        binaries.add(argv[1])
+        del argv[:2]
+    if len(argv) != 1 or argv[0].startswith("-"):
+        sys.stderr.write("usage: python -m multipy.plugins.standalone [--binary TYPE]... TYPE\n")
         sys.exit(2)
     about = f"multipy v{__version__}: native {argv[0]} plugin"
-    sys.exit(skel.run(build(argv[0]), about=about))
+    sys.exit(skel.run(build(argv[0], binary_types=frozenset(binaries)), about=about))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ def executable(name: str = "multus-cni") -> str:
     return candidate if os.path.exists(candidate) else shutil.which(name) or name
 
 
-def native(plugin_type: str) -> list[str]:
-    """argv that runs multipy's native `plugin_type` as a standalone CNI binary (its Go twin's stand-in)."""
-    return [sys.executable, "-m", "multipy.plugins.standalone", plugin_type]
+def native(plugin_type: str, binaries: tuple[str, ...] = ()) -> list[str]:
+    """argv that runs multipy's native `plugin_type` as a standalone CNI binary (its Go twin's stand-in).
+
+    `binaries`: types it must run as binaries from CNI_PATH (e.g. the Go host-local as its IPAM).
+    """
+    flags = [arg for t in binaries for arg in ("--binary", t)]
+    return [sys.executable, "-m", "multipy.plugins.standalone", *flags, plugin_type]
 
 
 @dataclass
