@@ -3,7 +3,7 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping
+DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl
 
 .PHONY: demo test lint bench deps venv clean
 
@@ -19,7 +19,8 @@ lint: venv
 bench: deps venv
 	$(PY) bench/add_del.py
 
-# Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping.
+# Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping,
+# etcd (kube-ipam's store, started by the test fixtures and the demo; never as a service) and openssl (test certs).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
