@@ -11,6 +11,7 @@ import sys
 from multipy import __version__
 from multipy.cni import skel
 from multipy.cni.errors import CNIError
+from multipy.cni.gc import valid_attachments
 from multipy.cni.result import Result
 from multipy.config import multus
 from multipy.log import Log
@@ -57,9 +58,7 @@ class Handler:
         self.orchestrator.check(self._request(request))
 
     def gc(self, request: skel.Request) -> None:
-        config = request.config
-        valid = config.get("cni.dev/valid-attachments", config.get("cni.dev/attachments", []))
-        self.orchestrator.gc(valid)
+        self.orchestrator.gc(valid_attachments(request.config))
 
     def status(self, request: skel.Request) -> None:
         self.orchestrator.status()
@@ -93,6 +92,8 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
     )
     if services.ipam is None:
         services.ipam = chain.ipam  # native delegates run their IPAM, native or binary, through the chain
+    if services.delegate is None:
+        services.delegate = lambda inv, conf: chain.call(conf, inv)
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
     return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error))
 

@@ -60,3 +60,6 @@ def validate(file: str, output: str) -> None:
 def versions() -> None:
     """Print the CNI spec versions this build supports."""
     click.echo(" ".join(SUPPORTED_VERSIONS))
+
+
+from . import ipam  # noqa: E402, F401 - registers `multipy ipam` on cli

@@ -2,7 +2,9 @@
 
 Addresses of `result.ips` whose `interface` points at `ifname`, then link up,
 then every route of the result: a route without its own gateway goes via the
-first gateway of its family, so flannel's gateway-less routes work.
+first gateway of its family, so flannel's gateway-less routes work. Routes are
+appended (NLM_F_APPEND, the reference's RouteAddEcmp): a second default route,
+as the seed puts on net1 beside eth0's, is added rather than refused.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def configure(ipr, netns: str | None, ifname: str, result: Result) -> None:
         if ipc.address.version == 6 and not ipv6_enabled:
             _enable_ipv6(netns, ifname)
             ipv6_enabled = True
+        spec = {"index": index, "address": str(ipc.address.ip), "prefixlen": ipc.address.network.prefixlen}
+        if ipc.address.version == 4 and ipc.address.network.prefixlen < 31:
+            spec["broadcast"] = str(ipc.address.network.broadcast_address)  # as the reference's `brd`
         try:
-            ipr.addr("add", index=index, address=str(ipc.address.ip), prefixlen=ipc.address.network.prefixlen)
+            ipr.addr("add", **spec)
         except LinkError as exc:
             raise ConfigureError(f"failed to add IP addr {ipc.address} to {ifname!r}: {exc.strerror}") from None
         if ipc.gateway is not None:
@@ -59,7 +64,7 @@ def configure(ipr, netns: str | None, ifname: str, result: Result) -> None:
             if value:
                 spec[key] = value
         try:
-            ipr.route("add", **spec)
+            ipr.route("append", **spec)
         except LinkError as exc:
             raise ConfigureError(f"failed to add route '{route.dst} via {gw} dev {ifname}': {exc.strerror}") from None
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from multipy.cni.errors import (
     INTERNAL,
-    INVALID_NETWORK_CONFIG,
     NO_ATTACHMENT_RECORD,
     STATUS_UNAVAILABLE,
     STATUS_UNAVAILABLE_EXISTING_AFFECTED,
@@ -251,8 +250,8 @@ class Orchestrator:
             except CNIError as err:
                 raise _context(err, attachment, "CHECK failed") from err
 
-    def gc(self, valid_attachments: list) -> None:
-        valid = _valid_set(valid_attachments)
+    def gc(self, valid: set[tuple[str, str]]) -> None:
+        """DEL the records of attachments not in `valid` (containerID, ifname), then GC each delegate."""
         errors: list[CNIError] = []
         live: list[Record] = []
         for record in self.store.all(self.conf.name):
@@ -293,17 +292,3 @@ class Orchestrator:
             except CNIError as err:
                 code = err.code if err.code in (STATUS_UNAVAILABLE, STATUS_UNAVAILABLE_EXISTING_AFFECTED) else STATUS_UNAVAILABLE
                 raise CNIError(code, f'delegate "{net.name}" is not ready: {err.msg}', err.details) from err
-
-
-def _valid_set(valid_attachments) -> set[tuple[str, str]]:
-    if not isinstance(valid_attachments, list):
-        raise CNIError(INVALID_NETWORK_CONFIG, f"cni.dev/valid-attachments: {valid_attachments!r} is not a list")
-    valid = set()
-    for index, item in enumerate(valid_attachments):
-        if not (isinstance(item, dict) and isinstance(item.get("containerID"), str) and isinstance(item.get("ifname"), str)):
-            raise CNIError(
-                INVALID_NETWORK_CONFIG,
-                f"cni.dev/valid-attachments[{index}]: {item!r} needs string containerID and ifname",
-            )
-        valid.add((item["containerID"], item["ifname"]))
-    return valid

@@ -43,6 +43,8 @@ class Services:
     kube: Any = None
     # Runs an IPAM plugin (native or binary) for a main plugin: ipam(invocation, conf) -> Result | None.
     ipam: Callable[..., Any] | None = None
+    # Runs another main plugin by its `type` (native or binary), as flannel runs bridge: delegate(invocation, conf).
+    delegate: Callable[..., Any] | None = None
 
 
 @runtime_checkable

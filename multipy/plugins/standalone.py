@@ -11,6 +11,7 @@ so a native bridge can be diffed against the Go one with the same Go IPAM.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from multipy import __version__
@@ -45,7 +46,8 @@ def build(
     binary_types: frozenset[str] = frozenset(),
 ):
     def make(request: skel.Request, log: Log) -> Handler:
-        reg = registry or Registry()
+        # No conf names a cniDir here: MULTIPY_ENTRY_POINTS_INDEX may name the index file (saves the scan).
+        reg = registry or Registry(index_path=os.environ.get("MULTIPY_ENTRY_POINTS_INDEX") or None)
         group = next((g for g in (DELEGATE_GROUP, IPAM_GROUP) if reg.find(g, plugin_type) is not None), None)
         if group is None:
             raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
@@ -53,6 +55,8 @@ def build(
         chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log, binary_types=binary_types)
         if svc.ipam is None:
             svc.ipam = chain.ipam
+        if svc.delegate is None:
+            svc.delegate = lambda inv, conf: chain.call(conf, inv)
         return Handler(plugin_type, chain, group)
 
     return make

@@ -75,3 +75,8 @@ class Runtime:
 @pytest.fixture
 def cni_runtime(node) -> Runtime:
     return Runtime(executable(), host_netns=node.name)
+
+
+# etcd servers and the local Kubernetes API (multipy/testing/service_fixtures.py).
+pytest_plugins = ["multipy.testing.service_fixtures"]
+from .flannel import subnet_env  # noqa: E402, F401 - the flanneld stand-in's fixture

@@ -22,7 +22,7 @@ IFACE_SYSCTLS = (
     "net/ipv6/conf/{}/accept_ra",
     "net/ipv6/conf/{}/disable_ipv6",
 )
-GLOBAL_SYSCTLS = ("net/ipv4/ip_forward",)
+GLOBAL_SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
 
 # linkinfo data worth comparing; the rest are counters and timers.
 _SLAVE_KEYS = ("state", "hairpin", "learning", "flood", "isolated")
@@ -47,12 +47,10 @@ def sysctls(netns: str | None, ifnames) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
-def nat_rules(netns: str | None) -> list[str]:
-    """iptables -t nat rules (no counters or comments of generation time), or [] without iptables."""
+def nat_rules(netns: str | None, tool: str = "iptables-save") -> list[str]:
+    """nat rules of `tool` (iptables-save or ip6tables-save), no counters or dates; [] without it."""
     try:
-        out = subprocess.run(
-            _netns_exec(netns, "iptables-save", "-t", "nat"), check=True, capture_output=True, text=True
-        ).stdout
+        out = subprocess.run(_netns_exec(netns, tool, "-t", "nat"), check=True, capture_output=True, text=True).stdout
     except (FileNotFoundError, subprocess.CalledProcessError):
         return []
     return sorted(line for line in out.splitlines() if line.startswith(("-A", ":CNI-", "-N")))
@@ -76,7 +74,7 @@ def _link(link: dict) -> dict:
 
 
 def take(netns: str | None, links_only: tuple[str, ...] = ()) -> dict:
-    """Links, addresses (no link-local v6), routes, sysctls and nat rules of `netns`."""
+    """Links, addresses (no link-local v6), routes, sysctls and nat rules (v4, v6) of `netns`."""
     links = {link["ifname"]: _link(link) for link in ip_json(netns, "link", "show")}
     if links_only:
         links = {name: link for name, link in links.items() if name in links_only}
@@ -102,6 +100,7 @@ def take(netns: str | None, links_only: tuple[str, ...] = ()) -> dict:
         "routes": routes,
         "sysctls": sysctls(netns, list(links)),
         "nat": nat_rules(netns),
+        "nat6": nat_rules(netns, "ip6tables-save"),
     }
 
 

@@ -1,0 +1,91 @@
+"""host-local's configuration: where its store is, and for ADD/CHECK everything else.
+
+DEL and GC read only the store's location, so that a conf whose ranges broke
+since ADD still releases what it holds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.result import Route
+from multipy.ipam.ranges import RangeSet, invalid, range_sets, show
+from multipy.ipam.requests import Requested, requested_ips
+from multipy.ipam.routes import parse_routes
+
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+
+
+@dataclass(frozen=True)
+class Location:
+    """The store of one network: `<data_dir>/<network>`."""
+
+    data_dir: str
+    network: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.data_dir, self.network)
+
+
+@dataclass(frozen=True)
+class HostLocalConf:
+    location: Location
+    cni_version: str
+    range_sets: list[RangeSet]
+    requested: list[Requested]
+    routes: list[Route]
+    resolv_conf: str
+
+
+def _ipam(conf: dict) -> dict:
+    ipam = conf.get("ipam")
+    if ipam is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key: host-local reads its settings from it")
+    if not isinstance(ipam, dict):
+        raise invalid("ipam", ipam, "is not an object")
+    return ipam
+
+
+def _string(obj: dict, key: str, path: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid(path, value, "is not a string")
+    return value
+
+
+def location(conf: dict) -> Location:
+    name = conf.get("name")
+    # The name is a directory under dataDir: it must not be able to climb out of it.
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"name: {show(name)} cannot name host-local's directory under dataDir "
+            "(it must be a non-empty network name without '/')",
+        )
+    data_dir = _string(_ipam(conf), "dataDir", "ipam.dataDir") or DEFAULT_DATA_DIR
+    if not os.path.isabs(data_dir):
+        raise invalid("ipam.dataDir", data_dir, "is not an absolute path")
+    return Location(data_dir, name)
+
+
+def load(conf: dict, env_ip: str = "") -> HostLocalConf:
+    """The whole conf, checked; `env_ip` is CNI_ARGS IP."""
+    where = location(conf)
+    ipam = _ipam(conf)
+    runtime_config = conf.get("runtimeConfig")
+    if runtime_config is not None and not isinstance(runtime_config, dict):
+        raise invalid("runtimeConfig", runtime_config, "is not an object")
+    version = conf.get("cniVersion") or "0.1.0"
+    return HostLocalConf(
+        location=where,
+        cni_version=version,
+        range_sets=range_sets(ipam, runtime_config, version),
+        requested=requested_ips(conf, env_ip),
+        routes=parse_routes(ipam.get("routes"), "ipam.routes"),
+        resolv_conf=_string(ipam, "resolvConf", "ipam.resolvConf"),
+    )

@@ -1,0 +1,16 @@
+"""kube-ipam, native: cloudnativer/kube-ipam's config keys and pod annotations, done right.
+
+Modules: config (the `ipam` keys), annotations (kube-ipam.ip/netmask/gateway),
+pods (annotations from the runtime or the API), rules (pure decisions), records
+(the etcd layout), store (reads and guarded transactions), reserve (read,
+decide, write, retry), connect (clients), plugin (the CNI commands).
+
+Error codes beyond the config's 7: 11 when a retry can succeed (etcd or the API
+unreachable, an address held by another pod or attachment, the range full);
+3 when the pod is gone or the sandbox belongs to an older pod of that name (or
+CHECK finds no reservation); 50 from STATUS when etcd is unreachable.
+"""
+
+from .plugin import KubeIpam
+
+__all__ = ["KubeIpam"]

@@ -1,0 +1,271 @@
+"""kube-ipam's configuration (the `ipam` object), every key checked.
+
+The keys are kube-ipam's (cloudnativer/kube-ipam backend/allocator/config.go and
+its README): one subnet with rangeStart/rangeEnd for dynamic addresses, and
+fixedStart/fixedEnd, which kube-ipam documents but drops, for the addresses
+pods ask for by annotation. The two spans must not overlap: a fixed address
+is never handed out dynamically, and the reverse.
+
+Decisions:
+- `name` is accepted and ignored (kube-ipam overwrites it with the network name);
+  `gateway2` is accepted and ignored, as kube-ipam never reads it.
+- `ranges` (kube-ipam's multi-range form) is refused: fixed and dynamic spans are
+  defined against one subnet, and a network with several would need several pools.
+- `etcdConfig.etcdTrustedCAFileFile` is kube-ipam's (misspelt) key; the spelling
+  `etcdTrustedCAFile` is accepted too, and both at once must agree.
+- An unknown key is an error naming it: a typo must not silently drop a setting.
+
+Errors are CNIError(7) naming the JSON path and value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.result import Route
+from multipy.ipam.ranges import (
+    IPAddress,
+    IPNetwork,
+    Range,
+    invalid,
+    last_address,
+    parse_ip,
+    parse_range,
+    parse_subnet,
+    show,
+)
+from multipy.ipam.routes import parse_routes
+
+DEFAULT_KUBECONFIG = "/etc/kubernetes/pki/kubectl.kubeconfig"  # kube-ipam's default
+
+_IPAM_KEYS = frozenset(
+    {
+        "type", "name", "subnet", "fixedStart", "fixedEnd", "rangeStart", "rangeEnd", "gateway", "gateway2",
+        "routes", "resolvConf", "kubeConfig", "etcdConfig",
+    }
+)  # fmt: skip
+_ETCD_KEYS = ("etcdURL", "etcdCertFile", "etcdKeyFile", "etcdTrustedCAFileFile", "etcdTrustedCAFile")
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """`ipam.etcdConfig`: where the store lives. `url` is kube-ipam's comma-separated etcdURL."""
+
+    url: str
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+
+    def as_dict(self) -> dict:
+        """The kube-ipam form, which Services.etcd factories take (and may cache by)."""
+        out = {"etcdURL": self.url}
+        for key, value in (("etcdCertFile", self.cert_file), ("etcdKeyFile", self.key_file),
+                           ("etcdTrustedCAFileFile", self.ca_file)):
+            if value:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Span:
+    """An inclusive span of addresses."""
+
+    start: IPAddress
+    end: IPAddress
+
+    def __contains__(self, ip: IPAddress) -> bool:
+        return ip.version == self.start.version and self.start <= ip <= self.end
+
+    def overlaps(self, other: Span) -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a network's reservations live: its etcd, and the pool its subnet names there."""
+
+    network: str
+    subnet: IPNetwork
+    etcd: EtcdConfig
+
+
+@dataclass(frozen=True)
+class KubeIpamConfig:
+    network: str
+    cni_version: str
+    range: Range  # subnet, the dynamic span [start, end] and the gateway
+    gateway_given: bool  # ipam.gateway set explicitly (else the subnet's first address)
+    fixed: Span | None  # fixedStart..fixedEnd; None: any address of the subnet outside the dynamic span
+    routes: tuple[Route, ...]
+    resolv_conf: str
+    kubeconfig: str
+    etcd: EtcdConfig
+
+    @property
+    def subnet(self) -> IPNetwork:
+        return self.range.subnet
+
+    @property
+    def dynamic(self) -> Span:
+        return Span(self.range.start, self.range.end)
+
+    @property
+    def location(self) -> Location:
+        return Location(self.network, self.subnet, self.etcd)
+
+
+def ipam_section(conf: dict) -> dict:
+    ipam = conf.get("ipam")
+    if ipam is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key: kube-ipam reads its settings from it")
+    if not isinstance(ipam, dict):
+        raise invalid("ipam", ipam, "is not an object")
+    return ipam
+
+
+def _string(obj: dict, key: str, path: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid(path, value, "is not a string")
+    return value.strip()
+
+
+def _unknown(obj: dict, known, path: str) -> None:
+    extra = sorted(k for k in obj if k not in known)
+    if extra:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"{path}: unknown key(s) {', '.join(show(k) for k in extra)} (kube-ipam knows {', '.join(sorted(known))})",
+        )
+
+
+def network_name(conf: dict) -> str:
+    name = conf.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"name: {show(name)} cannot name a kube-ipam network (a non-empty name without '/' is needed)",
+        )
+    return name
+
+
+def load_etcd(ipam: dict) -> EtcdConfig:
+    """`ipam.etcdConfig` alone: DEL, GC, STATUS and the operator CLI need no more than where the store is."""
+    path = "ipam.etcdConfig"
+    raw = ipam.get("etcdConfig")
+    if raw is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, f"{path}: missing (kube-ipam keeps its reservations in etcd: "
+                                               'give at least {"etcdURL": "https://host:2379"})')
+    if not isinstance(raw, dict):
+        raise invalid(path, raw, "is not an object")
+    _unknown(raw, _ETCD_KEYS, path)
+    url = _string(raw, "etcdURL", f"{path}.etcdURL")
+    if not url:
+        raise CNIError(INVALID_NETWORK_CONFIG, f"{path}.etcdURL: missing (comma-separated URLs such as "
+                                               '"https://10.0.0.1:2379,https://10.0.0.2:2379")')
+    ca = _string(raw, "etcdTrustedCAFileFile", f"{path}.etcdTrustedCAFileFile")
+    alias = _string(raw, "etcdTrustedCAFile", f"{path}.etcdTrustedCAFile")
+    if ca and alias and ca != alias:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"{path}: etcdTrustedCAFileFile {show(ca)} and etcdTrustedCAFile {show(alias)} disagree (give one)",
+        )
+    # Endpoint syntax and TLS files are checked where the client is made (connect.py), which
+    # names these keys: the client library owns those rules.
+    return EtcdConfig(
+        url=url,
+        cert_file=_string(raw, "etcdCertFile", f"{path}.etcdCertFile"),
+        key_file=_string(raw, "etcdKeyFile", f"{path}.etcdKeyFile"),
+        ca_file=ca or alias,
+    )
+
+
+def _fixed_bound(ipam: dict, key: str, subnet: IPNetwork) -> IPAddress | None:
+    value = ipam.get(key)
+    if value is None or value == "":
+        return None
+    path = f"ipam.{key}"
+    ip = parse_ip(value, path)
+    if ip.version != subnet.version or ip not in subnet:
+        raise invalid(path, value, f"is not in subnet {subnet}")
+    if ip == subnet.network_address:
+        raise invalid(path, value, f"is the network address of {subnet}: it cannot be handed out")
+    if subnet.version == 4 and ip == subnet.broadcast_address:
+        raise invalid(path, value, f"is the broadcast address of {subnet}: it cannot be handed out")
+    return ip
+
+
+def _fixed_span(ipam: dict, rng: Range) -> Span | None:
+    subnet = rng.subnet
+    start = _fixed_bound(ipam, "fixedStart", subnet)
+    end = _fixed_bound(ipam, "fixedEnd", subnet)
+    if start is None and end is None:
+        return None
+    # One bound alone: the span reaches to the subnet's edge on the other side.
+    start = start if start is not None else subnet.network_address + 1
+    end = end if end is not None else last_address(subnet)
+    if start > end:
+        raise invalid("ipam.fixedStart", ipam.get("fixedStart") or str(start), f"is after fixedEnd {end}")
+    span = Span(start, end)
+    dynamic = Span(rng.start, rng.end)
+    if span.overlaps(dynamic):
+        defaults = "" if ipam.get("rangeStart") and ipam.get("rangeEnd") else (
+            " (rangeStart/rangeEnd default to the whole subnet: set them beside the fixed span)"
+        )
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"ipam.fixedStart..fixedEnd ({span}) overlaps the dynamic range rangeStart..rangeEnd ({dynamic}): "
+            f"a fixed address must never be handed out dynamically{defaults}",
+        )
+    return span
+
+
+def load(conf: dict) -> KubeIpamConfig:
+    """The whole config, checked (ADD and CHECK)."""
+    network = network_name(conf)
+    ipam = ipam_section(conf)
+    _unknown(ipam, _IPAM_KEYS | {"ranges"}, "ipam")
+    if "ranges" in ipam:
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            "ipam.ranges: not supported by multipy's kube-ipam: fixedStart/fixedEnd and rangeStart/rangeEnd "
+            "are spans of one subnet; give ipam.subnet (use one network per subnet)",
+        )
+    if ipam.get("subnet") in (None, ""):
+        raise CNIError(INVALID_NETWORK_CONFIG, 'ipam.subnet: missing (a subnet such as "10.188.0.0/16")')
+    rng = parse_range(ipam, "ipam")
+    runtime_config = conf.get("runtimeConfig")
+    if runtime_config is not None and not isinstance(runtime_config, dict):
+        raise invalid("runtimeConfig", runtime_config, "is not an object")
+    if (runtime_config or {}).get("ipRanges"):
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            "runtimeConfig.ipRanges: not supported by kube-ipam (its ranges come from ipam.subnet); "
+            "drop the ipRanges capability from this network",
+        )
+    kubeconfig = _string(ipam, "kubeConfig", "ipam.kubeConfig") or DEFAULT_KUBECONFIG
+    _string(ipam, "name", "ipam.name")
+    return KubeIpamConfig(
+        network=network,
+        cni_version=conf.get("cniVersion") or "0.1.0",
+        range=rng,
+        gateway_given=ipam.get("gateway") not in (None, ""),
+        fixed=_fixed_span(ipam, rng),
+        routes=tuple(parse_routes(ipam.get("routes"), "ipam.routes")),
+        resolv_conf=_string(ipam, "resolvConf", "ipam.resolvConf"),
+        kubeconfig=kubeconfig,
+        etcd=load_etcd(ipam),
+    )
+
+
+def location(conf: dict) -> Location:
+    """Only what DEL, GC and STATUS need: a range or annotation rule that broke since ADD
+    must not keep an address from being released."""
+    ipam = ipam_section(conf)
+    return Location(network_name(conf), parse_subnet(ipam.get("subnet"), "ipam.subnet"), load_etcd(ipam))

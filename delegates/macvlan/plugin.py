@@ -1,0 +1,202 @@
+"""The macvlan plugin's commands, in the order containernetworking/plugins main/macvlan runs them.
+
+ADD: link created inside the pod under a temporary name, renamed to CNI_IFNAME,
+IPAM ADD, arp_notify/ndisc_notify, addresses, link up, routes. Unlike Debian's
+1.1.1 (whose link cleanup is shadowed), any failure after the link exists
+deletes it, and any failure after IPAM ADD was tried runs IPAM DEL: nothing leaks.
+DEL never looks at the master (fixed upstream in v1.4.0), so it succeeds
+without it, as without the namespace or the link.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import replace
+
+from multipy.cni.errors import DELEGATE_NOT_FOUND, INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.result import Interface, Result
+from multipy.cni.version import SUPPORTED_VERSIONS
+from multipy.net import sysctl
+from multipy.net.ifconfig import ConfigureError, configure
+from multipy.net.netlink import Netlink, NetnsGone
+from multipy.net.verify import CheckError, interface_ips, routes
+from multipy.plugins.contract import Invocation, Services
+
+from . import link
+from .config import MIN_MTU, MacvlanConf, ipam_type, load
+
+
+def _with_detail(exc: BaseException, detail: str) -> None:
+    if isinstance(exc, CNIError):
+        exc.details = f"{exc.details}; {detail}" if exc.details else detail
+
+
+class Macvlan:
+    supported_versions = SUPPORTED_VERSIONS
+
+    def __init__(self, services: Services) -> None:
+        self.netlink: Netlink = services.netlink or Netlink()
+        self._ipam = services.ipam
+
+    # ---- helpers -------------------------------------------------------------
+
+    def _run_ipam(self, inv: Invocation, conf: dict, command: str) -> Result | None:
+        if self._ipam is None:
+            raise CNIError(
+                DELEGATE_NOT_FOUND, f"no IPAM runner was handed to macvlan for ipam type {ipam_type(conf)!r}"
+            )
+        return self._ipam(replace(inv, command=command), conf)
+
+    @contextmanager
+    def _pod(self, netns: str):
+        try:
+            with self.netlink.route(netns) as ipr:
+                yield ipr
+        except NetnsGone:
+            raise CNIError(INVALID_NETNS, f"failed to open netns {netns!r}: no such namespace") from None
+
+    def _master(self, host, cfg: MacvlanConf) -> link.Master:
+        parent = link.master(host, cfg.master or link.default_route_interface(host))
+        if cfg.mtu > parent.mtu:
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f"invalid mtu {cfg.mtu}: must be 0 or in [{MIN_MTU}, {parent.mtu}], {parent.mtu} being the MTU of master {parent.name!r}",
+            )
+        # The kernel would only refuse this when the link comes up, after IPAM ran; passthru takes the master's MAC anyway.
+        if cfg.mac and cfg.mode != "passthru" and cfg.mac == parent.mac:
+            raise CNIError(INVALID_NETWORK_CONFIG, f'invalid mac "{cfg.mac}": it is the MAC of master {parent.name!r}')
+        return parent
+
+    # ---- ADD -----------------------------------------------------------------
+
+    def add(self, inv: Invocation, conf: dict) -> Result:
+        cfg = load(conf, inv.arg("MAC"))
+        with self._pod(inv.netns) as pod:
+            with self.netlink.route(None) as host:
+                parent = self._master(host, cfg)
+                temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac)
+            mac = link.rename(pod, temporary, inv.ifname)
+            result = Result(cfg.cni_version, [Interface(inv.ifname, mac, sandbox=inv.netns)], dns=cfg.dns)
+            try:
+                if cfg.ipam_type:
+                    self._address(inv, conf, pod, result)
+                else:
+                    link.set_up(pod, inv.ifname)
+            except BaseException as exc:
+                try:
+                    link.remove(pod, inv.ifname)
+                except Exception as undo:  # noqa: BLE001 - reported with the error that caused the undo
+                    _with_detail(exc, f"deleting {inv.ifname!r} failed: {undo}")
+                raise
+        return result
+
+    def _address(self, inv: Invocation, conf: dict, pod, result: Result) -> None:
+        try:
+            found = self._run_ipam(inv, conf, "ADD")
+            if found is None or not found.ips:
+                raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+            result.ips = [replace(ipc, interface=0) for ipc in found.ips]
+            result.routes = list(found.routes)
+            self._notify(inv)
+            try:
+                configure(pod, inv.netns, inv.ifname, result)
+            except ConfigureError as exc:
+                raise CNIError(INTERNAL, str(exc)) from None
+        except BaseException as exc:
+            # A failed IPAM ADD is DELed too (SPEC "Delegated plugins"): it may hold a partial lease.
+            # An IPAM that could not even be found holds nothing.
+            if not (isinstance(exc, CNIError) and exc.code == DELEGATE_NOT_FOUND):
+                try:
+                    self._run_ipam(inv, conf, "DEL")
+                except Exception as undo:  # noqa: BLE001 - reported with the error that caused the undo
+                    _with_detail(exc, f"IPAM DEL failed: {undo}")
+            raise
+
+    @staticmethod
+    def _notify(inv: Invocation) -> None:
+        # Best effort, as the reference: ndisc_notify (v1.4.0+) fails where the pod has IPv6 off.
+        for key in (f"net/ipv4/conf/{inv.ifname}/arp_notify", f"net/ipv6/conf/{inv.ifname}/ndisc_notify"):
+            try:
+                sysctl.write(inv.netns, {key: "1"})
+            except OSError:
+                pass
+
+    # ---- DEL -----------------------------------------------------------------
+
+    def delete(self, inv: Invocation, conf: dict) -> None:
+        # The link goes even when IPAM DEL fails: a retried DEL still finds the lease to release.
+        failure: CNIError | None = None
+        try:
+            if ipam_type(conf):
+                self._run_ipam(inv, conf, "DEL")
+        except CNIError as exc:
+            failure = exc
+        if inv.netns:
+            try:
+                with self.netlink.route(inv.netns) as pod:
+                    link.remove(pod, inv.ifname)
+            except NetnsGone:
+                pass  # the runtime already removed the namespace, and the link with it
+            except CNIError as exc:
+                if failure is None:
+                    raise
+                _with_detail(failure, exc.msg)
+        if failure is not None:
+            raise failure
+
+    # ---- CHECK ---------------------------------------------------------------
+
+    def check(self, inv: Invocation, conf: dict) -> None:
+        cfg = load(conf, inv.arg("MAC"))
+        if cfg.ipam_type:
+            self._run_ipam(inv, conf, "CHECK")
+        if conf.get("prevResult") is None:
+            raise CNIError(INVALID_NETWORK_CONFIG, "required prevResult missing")
+        prev = Result.from_json(conf["prevResult"])
+        index, expected = next(
+            ((n, i) for n, i in enumerate(prev.interfaces) if i.name == inv.ifname and i.sandbox == inv.netns),
+            (None, None),
+        )
+        if expected is None:
+            raise CNIError(
+                INTERNAL,
+                f"prevResult has no interface {inv.ifname!r} with sandbox {inv.netns!r} (the configured netns)",
+            )
+        with self.netlink.route(None) as host:
+            parent = self._master(host, cfg)
+        with self._pod(inv.netns) as pod:
+            _expect_link(inv.ifname, link.state(pod, inv.ifname), cfg, expected, parent)
+            try:
+                interface_ips(pod, inv.ifname, [ipc for ipc in prev.ips if ipc.interface in (None, index)])
+                routes(pod, prev.routes)
+            except CheckError as exc:
+                raise CNIError(INTERNAL, str(exc)) from None
+
+    # ---- GC, STATUS: the IPAM's business -------------------------------------
+
+    def gc(self, inv: Invocation, conf: dict) -> None:
+        if ipam_type(conf):
+            self._run_ipam(inv, conf, "GC")
+
+    def status(self, inv: Invocation, conf: dict) -> None:
+        if ipam_type(conf):
+            self._run_ipam(inv, conf, "STATUS")
+
+
+def _expect_link(ifname: str, current: link.LinkState | None, cfg: MacvlanConf, expected: Interface, parent) -> None:
+    if current is None:
+        raise CNIError(INTERNAL, f"container interface {ifname!r} of prevResult not found in the pod")
+    if current.kind != "macvlan":
+        raise CNIError(
+            INTERNAL, f"container interface {ifname!r} is of type {current.kind or 'unknown'!r}, not macvlan"
+        )
+    if current.mode != cfg.mode:
+        raise CNIError(INTERNAL, f"container macvlan mode {current.mode} does not match expected value: {cfg.mode}")
+    if expected.mac and expected.mac.lower() != current.mac:
+        raise CNIError(INTERNAL, f"Interface {ifname} Mac {expected.mac} doesn't match container Mac: {current.mac}")
+    if current.parent_index != parent.index:
+        raise CNIError(
+            INTERNAL,
+            f"macvlan {ifname!r} is not on master {parent.name!r}: its lower link has index "
+            f"{current.parent_index}, the master's is {parent.index}",
+        )

@@ -1,0 +1,271 @@
+"""The Kubernetes API for multipy: pods, NetworkAttachmentDefinitions, pod status annotations, events.
+
+Built on the official `kubernetes` client, which costs ~300 ms to import: it is imported when a
+client is built, never by importing this module. Objects come back as the API's own JSON (plain
+dicts, camelCase keys), not as generated models. Every call has a total timeout and is tried once:
+a CNI ADD is retried by kubelet, so a retry storm inside one call only delays the pod.
+Failures leave as KubeNotFound, KubeUnauthorized, KubeUnavailable or KubeError, with messages that
+name the API server and the object, and never carry the credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+DEFAULT_TIMEOUT = 10.0
+NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+_NAD_PATH = f"/apis/{NAD_GROUP}/{NAD_VERSION}/namespaces/{{namespace}}/{NAD_PLURAL}"
+
+
+class KubeError(Exception):
+    """The API server answered with an error not covered by a subclass (e.g. 409, 422)."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeConfigError(KubeError):
+    """No usable kubeconfig or in-cluster configuration."""
+
+
+class KubeNotFound(KubeError):
+    """404: the object does not exist."""
+
+
+class KubeUnauthorized(KubeError):
+    """401 or 403: credentials rejected or not allowed to do this."""
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached, did not answer in time, or failed (5xx, 429)."""
+
+
+def _load():
+    import urllib3
+    from kubernetes import client, config
+
+    return client, config, urllib3
+
+
+def from_kubeconfig(
+    path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, context: str | None = None
+) -> Kube:
+    """A client from the kubeconfig at `path`; without one, the in-cluster service account when
+    KUBERNETES_SERVICE_HOST is set (as Multus does). KUBECONFIG is not consulted: a plugin
+    inherits the runtime's environment, and the conf must say which cluster it talks to."""
+    if timeout <= 0:
+        raise KubeConfigError("timeout must be positive")
+    if path and not os.path.isfile(path):
+        raise KubeConfigError(f"kubeconfig {path} does not exist")
+    if not path and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise KubeConfigError("no kubeconfig given and not running in a cluster (KUBERNETES_SERVICE_HOST is unset)")
+    client, config, _ = _load()
+    configuration = client.Configuration()
+    try:
+        if path:
+            # persist_config=False: never write refreshed credentials back into the node's file.
+            config.load_kube_config(path, context=context, client_configuration=configuration, persist_config=False)
+            source = f"kubeconfig {path}"
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+            source = "the in-cluster service account"
+    except Exception as error:  # ConfigException, YAML and I/O errors: all mean the same to the caller
+        where = f"kubeconfig {path}" if path else "in-cluster configuration"
+        raise KubeConfigError(f"cannot load {where}: {_first_line(error)}") from None
+    return Kube(configuration, source=source, timeout=timeout)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+class Kube:
+    """One API server. Safe to share between threads (urllib3's pool is thread-safe).
+
+    Requests go through the client's ApiClient (its auth, token refresh, TLS and REST layers) with
+    the REST paths written here: the generated CoreV1Api module alone costs ~0.8 s to import."""
+
+    def __init__(self, configuration, *, source: str = "", timeout: float = DEFAULT_TIMEOUT):
+        client, _, urllib3 = _load()
+        if timeout <= 0:
+            raise KubeConfigError("timeout must be positive")
+        # One try per call; client_go_retries would also retry 429s on reads.
+        configuration.retries = False
+        configuration.client_go_retries = False
+        self.server = configuration.host
+        self.source = source
+        self.timeout = timeout
+        self._urllib3 = urllib3
+        self._api = client.ApiClient(configuration)
+
+    def __repr__(self) -> str:
+        return f"Kube({self.server})"
+
+    def __enter__(self) -> Kube:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- pods
+
+    def get_pod(self, namespace: str, name: str) -> dict:
+        return self._request("GET", f'pod "{namespace}/{name}"', "/api/v1/namespaces/{namespace}/pods/{name}",
+                             namespace=namespace, name=name)  # fmt: skip
+
+    def list_pods(
+        self, namespace: str | None = None, *, field_selector: str | None = None, label_selector: str | None = None
+    ) -> list[dict]:
+        """Pods of one namespace, or of all namespaces when `namespace` is None."""
+        query = [(k, v) for k, v in (("fieldSelector", field_selector), ("labelSelector", label_selector)) if v]
+        if namespace is None:
+            listing = self._request("GET", "pods in all namespaces", "/api/v1/pods", query=query)
+        else:
+            listing = self._request("GET", f'pods in namespace "{namespace}"', "/api/v1/namespaces/{namespace}/pods",
+                                    query=query, namespace=namespace)  # fmt: skip
+        return listing.get("items") or []
+
+    def patch_pod_status(self, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+        """Merges `annotations` into the pod's (None removes a key) through the pods/status
+        subresource, as Multus writes network-status. A merge patch needs no resourceVersion,
+        so it cannot conflict with kubelet's own status writes."""
+        return self._request(
+            "PATCH", f'status of pod "{namespace}/{name}"', "/api/v1/namespaces/{namespace}/pods/{name}/status",
+            body={"metadata": {"annotations": annotations}}, content_type="application/merge-patch+json",
+            namespace=namespace, name=name,
+        )  # fmt: skip
+
+    def create_event(
+        self,
+        namespace: str,
+        pod_name: str,
+        reason: str,
+        message: str,
+        *,
+        pod_uid: str | None = None,
+        event_type: str = "Normal",
+        component: str = "multus",
+    ) -> dict:
+        """A core/v1 Event about a pod, as client-go's recorder posts it (Multus: AddedInterface)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": pod_name}
+        if pod_uid:
+            involved["uid"] = pod_uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # client-go names events <object>.<unix nanoseconds in hex>
+            "metadata": {"name": f"{pod_name}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": event_type,
+            "source": {"component": component, "host": os.uname().nodename},
+            "reportingComponent": component,
+            "reportingInstance": os.uname().nodename,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        return self._request("POST", f'event {reason} for pod "{namespace}/{pod_name}"',
+                             "/api/v1/namespaces/{namespace}/events", body=body, namespace=namespace)  # fmt: skip
+
+    # -- NetworkAttachmentDefinitions
+
+    def get_network_attachment_definition(self, namespace: str, name: str) -> dict:
+        return self._request("GET", f'NetworkAttachmentDefinition "{namespace}/{name}"', _NAD_PATH + "/{name}",
+                             namespace=namespace, name=name)  # fmt: skip
+
+    def list_network_attachment_definitions(self, namespace: str) -> list[dict]:
+        listing = self._request("GET", f'NetworkAttachmentDefinitions in namespace "{namespace}"', _NAD_PATH,
+                                namespace=namespace)  # fmt: skip
+        return listing.get("items") or []
+
+    # -- plumbing
+
+    def _request(
+        self,
+        method: str,
+        what: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: dict | None = None,
+        content_type: str = "application/json",
+        **path_params: str,
+    ) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        verb = {"GET": "get", "POST": "create", "PATCH": "patch"}[method]
+        where = f"{verb} {what} on {self.server}"
+        if not all(path_params.values()):
+            raise KubeError(f"cannot {verb} {what}: empty namespace or name")
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            request = self._api.param_serialize(
+                method, path, path_params=path_params, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"],
+            )  # fmt: skip
+            response = self._api.call_api(*request, _request_timeout=self.timeout)
+            data = response.read()
+        except ApiException as error:  # TLS failures arrive as status 0
+            raise KubeUnavailable(f"{where}: {' '.join(str(error.reason).split())}") from None
+        except self._urllib3.exceptions.HTTPError as error:
+            raise KubeUnavailable(f"{where}: {self._transport_cause(error)}") from None
+        except OSError as error:
+            raise KubeUnavailable(f"{where}: {error.strerror or error}") from None
+        if not 200 <= response.status <= 299:
+            raise self._http_error(where, response.status, response.reason, data)
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise KubeError(f"{where}: the answer is not JSON: {data[:200]!r}") from None
+
+    def _http_error(self, where: str, status: int, http_reason: str | None, body: bytes) -> KubeError:
+        message, reason = _status_message(body)
+        text = f"{where}: HTTP {status}: {' '.join((message or http_reason or 'no message').split())}"
+        if status == 404:
+            return KubeNotFound(text, status, reason)
+        if status in (401, 403):
+            return KubeUnauthorized(text, status, reason)
+        if status == 429 or status >= 500:
+            return KubeUnavailable(text, status, reason)
+        return KubeError(text, status, reason)
+
+    def _transport_cause(self, error) -> str:
+        exceptions = self._urllib3.exceptions
+        # urllib3 2 makes NewConnectionError a ConnectTimeoutError: test it first.
+        if isinstance(error, exceptions.NewConnectionError):
+            text = str(error)
+            return "connection refused" if "refused" in text.lower() else f"cannot connect: {text.split(': ', 1)[-1]}"
+        if isinstance(error, exceptions.TimeoutError):
+            return f"no answer within {self.timeout:g} s"
+        if isinstance(error, exceptions.ProtocolError):
+            return f"connection broken: {_first_line(error)}"
+        return _first_line(error)
+
+
+def _status_message(body) -> tuple[str, str]:
+    """The message and reason of a Kubernetes Status object in an error body, if it is one."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str) or not body.strip():
+        return "", ""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body.strip().splitlines()[0][:200], ""
+    if isinstance(status, dict) and status.get("kind") == "Status":
+        return str(status.get("message") or ""), str(status.get("reason") or "")
+    return "", ""

@@ -1,0 +1,195 @@
+"""The seed, end to end through multus-cni in namespaces (Networksecuritylayering.md sections 3-5).
+
+eth0 is the Go bridge + host-local; net1 is the native macvlan with the native kube-ipam, whose
+store is a real etcd and whose pod annotations come from the local Kubernetes API (or, in the
+second variant, from the runtime through the io.kubernetes.cri.pod-annotations capability, with
+no API at all). database-1 and database-2 are annotated with fixed addresses, two web pods get
+dynamic ones; web reaches the databases and the databases reach each other over net1; database-2
+deleted and created again, with a new container ID, has its address back.
+
+etcd and the API server run inside the node's namespace, where multus-cni runs: the plugin
+reaches them on the node's loopback, as a node reaches its cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from multipy.net.netns import run_in
+from multipy.testing import kernel
+from multipy.testing.etcd import EtcdCluster
+from multipy.testing.kube_api import KubeAPIServer
+
+from .conftest import GO_PLUGINS, records
+
+PREFIX = "/multipy/ipam/"
+POOL = f"{PREFIX}pools/10.188.0.0-16/"
+DATABASES = {
+    "database-1": {"kube-ipam.ip": "10.188.0.218", "kube-ipam.netmask": "255.255.0.0", "kube-ipam.gateway": "10.188.0.1"},
+    "database-2": {"kube-ipam.ip": "10.188.0.219", "kube-ipam.netmask": "255.255.0.0", "kube-ipam.gateway": "10.188.0.1"},
+}
+WEB = ("web-1", "web-2")
+
+
+@pytest.fixture
+def cluster(node, tmp_path):
+    """etcd and the Kubernetes API, started from inside the node's namespace (so they listen there)."""
+    where = f"/run/netns/{node.name}"
+    etcd = EtcdCluster()
+    api = KubeAPIServer(directory=str(tmp_path / "kube"))
+    (tmp_path / "kube").mkdir()
+    try:
+        run_in(where, etcd.start)
+        run_in(where, api.start)
+        yield Cluster(where, etcd, api)
+    finally:
+        api.close()
+        etcd.close()
+
+
+class Cluster:
+    def __init__(self, where, etcd, api):
+        self.where, self.etcd, self.api = where, etcd, api
+
+    def keys(self) -> dict[str, dict]:
+        return {k: json.loads(v) for k, v in run_in(self.where, self.etcd.keys, PREFIX).items()}
+
+
+def seed_conf(tmp_path, node, cluster, capability: bool) -> dict:
+    bridge = {
+        "name": "k8snet1", "type": "bridge", "masterplugin": True, "bridge": "cni0", "isDefaultGateway": True,
+        "mtu": 1400, "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(tmp_path / "ipam")},
+    }  # fmt: skip
+    macvlan = {
+        "name": "k8snet2",
+        "type": "macvlan",
+        "master": node.uplink,
+        "mode": "bridge",
+        "ipam": {
+            "name": "kube-subnet",
+            "type": "kube-ipam",
+            "kubeConfig": cluster.api.kubeconfig if not capability else str(tmp_path / "no-such-kubeconfig"),
+            "etcdConfig": cluster.etcd.etcd_config(),
+            "subnet": "10.188.0.0/16",
+            "fixedStart": "10.188.0.10",
+            "fixedEnd": "10.188.0.255",
+            "rangeStart": "10.188.1.0",
+            "rangeEnd": "10.188.255.254",
+            "gateway": "10.188.0.1",
+            # The seed's {"dst": "0.0.0.0/0"} would collide with eth0's default route (isDefaultGateway):
+            # the kernel refuses a second default route, so net1 gets a route of its own here.
+            "routes": [{"dst": "10.189.0.0/16"}],
+        },
+    }
+    if capability:
+        macvlan["capabilities"] = {"io.kubernetes.cri.pod-annotations": True}
+    return {
+        "cniVersion": "0.3.1",
+        "name": "multus-demo",
+        "type": "multus-cni",
+        "cniDir": str(tmp_path / "cache"),
+        "binDir": GO_PLUGINS,
+        "logFile": str(tmp_path / "multipy.log"),
+        "logLevel": "debug",
+        "delegates": [bridge, macvlan],
+        # eth0: Debian's Go bridge and host-local; net1: multipy's macvlan and kube-ipam.
+        "binaryDelegates": ["bridge", "host-local"],
+    }
+
+
+class Pods:
+    """Pods as kubelet + containerd would run them: a namespace, a container ID, CNI_ARGS."""
+
+    def __init__(self, cni_runtime, netns, cluster, conf, capability):
+        self.runtime, self.netns, self.cluster, self.conf = cni_runtime, netns, cluster, conf
+        self.capability = capability
+        self.running: dict[str, tuple[str, str]] = {}  # pod -> (container ID, namespace)
+        self.generation = 0
+
+    def _call(self, command, pod, cid, ns):
+        uid = (self.cluster.api.pod("default", pod) or {}).get("metadata", {}).get("uid", "")
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={uid}"
+        conf = dict(self.conf)
+        if self.capability:
+            conf["runtimeConfig"] = {"io.kubernetes.cri.pod-annotations": dict(DATABASES.get(pod, {}))}
+        return self.runtime(command, conf, container_id=cid, netns=f"/run/netns/{ns}", ifname="eth0", cni_args=args)
+
+    def create(self, pod):
+        if not self.capability:
+            self.cluster.api.add_pod("default", pod, annotations=DATABASES.get(pod))
+        self.generation += 1
+        cid, ns = f"{pod}-c{self.generation}", self.netns("pod")
+        added = self._call("ADD", pod, cid, ns)
+        assert added.ok, added.stdout + added.stderr
+        self.running[pod] = (cid, ns)
+        return added.json
+
+    def delete(self, pod):
+        cid, ns = self.running.pop(pod)
+        deleted = self._call("DEL", pod, cid, ns)
+        assert deleted.ok, deleted.stdout + deleted.stderr
+        if not self.capability:
+            self.cluster.api.delete_pod("default", pod)
+
+    def net1(self, pod) -> str:
+        return kernel.addresses(self.running[pod][1])["net1"][0]
+
+    def ping(self, source, target):
+        ns = self.running[source][1]
+        address = self.net1(target).split("/")[0]
+        done = subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", "-I", "net1", address],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, f"{source} -> {target} ({address}): {done.stdout}{done.stderr}"
+
+
+@pytest.mark.parametrize("capability", [False, True], ids=["annotations-from-api", "annotations-from-runtime"])
+def test_seed_scenario(capability, cluster, node, netns, cni_runtime, tmp_path):
+    pods = Pods(cni_runtime, netns, cluster, seed_conf(tmp_path, node, cluster, capability), capability)
+    for pod in (*DATABASES, *WEB):
+        pods.create(pod)
+
+    # 4.2/4.3: fixed addresses on net1 with the subnet's prefix; web pods on dynamic ones.
+    assert pods.net1("database-1") == "10.188.0.218/16"
+    assert pods.net1("database-2") == "10.188.0.219/16"
+    web = {pods.net1(p) for p in WEB}
+    assert len(web) == 2 and all(a.startswith("10.188.") and not a.startswith("10.188.0.") for a in web)
+    for _, ns in pods.running.values():
+        assert kernel.links(ns)["net1"]["linkinfo"]["info_kind"] == "macvlan"
+        assert kernel.addresses(ns)["eth0"][0].startswith("10.244.1.")
+        assert {"dst": "10.189.0.0/16", "gateway": "10.188.0.1", "dev": "net1"} in [
+            {k: r[k] for k in ("dst", "gateway", "dev") if k in r} for r in kernel.routes(ns)
+        ]
+    for web_pod in WEB:
+        for db in DATABASES:
+            pods.ping(web_pod, db)
+    pods.ping("database-1", "database-2")
+    pods.ping("database-2", "database-1")
+
+    keys = cluster.keys()
+    assert keys[POOL + "ips/10.188.0.219"]["pod"] == "default/database-2"
+    assert len([k for k in keys if "/owners/" in k]) == 4
+
+    # 5.1/5.2: database-2 deleted and recreated (new container ID, new namespace): same address.
+    old_cid = pods.running["database-2"][0]
+    pods.delete("database-2")
+    keys = cluster.keys()
+    assert keys[POOL + "ips/10.188.0.219"]["containerID"] == ""
+    assert POOL + f"owners/{old_cid}/net1" not in keys
+    pods.create("database-2")
+    assert pods.running["database-2"][0] != old_cid
+    assert pods.net1("database-2") == "10.188.0.219/16"
+    # 5.3: reachable again.
+    pods.ping("web-1", "database-2")
+    pods.ping("database-1", "database-2")
+
+    for pod in list(pods.running):
+        pods.delete(pod)
+    left = cluster.keys()
+    assert sorted(left) == [POOL + "ips/10.188.0.218", POOL + "ips/10.188.0.219"]
+    assert all(v["containerID"] == "" and v["kind"] == "fixed" for v in left.values())
+    assert records(tmp_path) == []
+    if capability:
+        assert cluster.api.requests == [] or not [r for r in cluster.api.requests if "/pods/" in r.path]
