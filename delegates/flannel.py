@@ -31,6 +31,7 @@ from multipy.cni.errors import (
 from multipy.cni.gc import valid_attachments
 from multipy.cni.result import Result
 from multipy.cni.version import SUPPORTED_VERSIONS, supports_command
+from multipy.files import write_atomic
 from multipy.plugins.contract import Invocation, Services
 
 from . import flannel_env
@@ -130,27 +131,13 @@ def _stored_path(data_dir: str, container_id: str) -> str:
 def store(data_dir: str, container_id: str, delegate: dict) -> None:
     """Write the conf (0600) so that it is either all there or not there at all, even across a crash."""
     path = _stored_path(data_dir, container_id)
-    tmp = os.path.join(data_dir, f".{container_id}.{os.getpid()}.tmp")
+    # Sorted keys: the bytes Go's encoding of a map would give.
+    data = json.dumps(delegate, sort_keys=True, separators=(",", ":")).encode()
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            # Sorted keys: the bytes Go's encoding of a map would give.
-            os.write(fd, json.dumps(delegate, sort_keys=True, separators=(",", ":")).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # A dot-named temp file: gc() skips those, and no container ID starts with a dot.
+        write_atomic(path, data, mode=0o600, tmp_prefix=".")
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CNIError(IO_FAILURE, f"flannel: failed to store the delegate conf at {path}: {exc.strerror}") from None
 
 

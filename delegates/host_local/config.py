@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Route
+from multipy.ipam.conf import ipam_section, runtime_config, string
 from multipy.ipam.ranges import RangeSet, invalid, range_sets, show
 from multipy.ipam.requests import Requested, requested_ips
 from multipy.ipam.routes import parse_routes
@@ -40,24 +41,6 @@ class HostLocalConf:
     resolv_conf: str
 
 
-def _ipam(conf: dict) -> dict:
-    ipam = conf.get("ipam")
-    if ipam is None:
-        raise CNIError(INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key: host-local reads its settings from it")
-    if not isinstance(ipam, dict):
-        raise invalid("ipam", ipam, "is not an object")
-    return ipam
-
-
-def _string(obj: dict, key: str, path: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise invalid(path, value, "is not a string")
-    return value
-
-
 def location(conf: dict) -> Location:
     name = conf.get("name")
     # The name is a directory under dataDir: it must not be able to climb out of it.
@@ -67,7 +50,7 @@ def location(conf: dict) -> Location:
             f"name: {show(name)} cannot name host-local's directory under dataDir "
             "(it must be a non-empty network name without '/')",
         )
-    data_dir = _string(_ipam(conf), "dataDir", "ipam.dataDir") or DEFAULT_DATA_DIR
+    data_dir = string(ipam_section(conf, "host-local"), "dataDir", "ipam.dataDir") or DEFAULT_DATA_DIR
     if not os.path.isabs(data_dir):
         raise invalid("ipam.dataDir", data_dir, "is not an absolute path")
     return Location(data_dir, name)
@@ -76,16 +59,13 @@ def location(conf: dict) -> Location:
 def load(conf: dict, env_ip: str = "") -> HostLocalConf:
     """The whole conf, checked; `env_ip` is CNI_ARGS IP."""
     where = location(conf)
-    ipam = _ipam(conf)
-    runtime_config = conf.get("runtimeConfig")
-    if runtime_config is not None and not isinstance(runtime_config, dict):
-        raise invalid("runtimeConfig", runtime_config, "is not an object")
+    ipam = ipam_section(conf, "host-local")
     version = conf.get("cniVersion") or "0.1.0"
     return HostLocalConf(
         location=where,
         cni_version=version,
-        range_sets=range_sets(ipam, runtime_config, version),
+        range_sets=range_sets(ipam, runtime_config(conf), version),
         requested=requested_ips(conf, env_ip),
         routes=parse_routes(ipam.get("routes"), "ipam.routes"),
-        resolv_conf=_string(ipam, "resolvConf", "ipam.resolvConf"),
+        resolv_conf=string(ipam, "resolvConf", "ipam.resolvConf"),
     )

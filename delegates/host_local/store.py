@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from multipy.cni.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
+from multipy.files import create, unlink_quietly, write_atomic, write_temp
 from multipy.ipam.ranges import IPAddress
 
 LINE_BREAK = "\r\n"
@@ -149,7 +150,7 @@ class DiskStore:
         for name in names:
             path = os.path.join(self.path, name)
             if name.startswith(_TEMP_PREFIX):
-                _unlink_quietly(path)  # a crash's leftover: we hold the lock
+                unlink_quietly(path)  # a crash's leftover: we hold the lock
                 continue
             ip = _parse_name(name)
             if ip is None:
@@ -175,7 +176,8 @@ class DiskStore:
         return created
 
     def _create(self, final: str, content: bytes) -> bool:
-        temp = self._write_temp(os.path.basename(final), content)
+        # Synced: a reservation's name must never point at content a power cut can lose.
+        temp = write_temp(self.path, os.path.basename(final), content, _FILE_MODE, _TEMP_PREFIX)
         try:
             os.link(temp, final)
             return True
@@ -186,47 +188,20 @@ class DiskStore:
                 raise
             return self._create_exclusive(final, content)  # a filesystem without hard links
         finally:
-            _unlink_quietly(temp)
+            unlink_quietly(temp)
 
     def _create_exclusive(self, final: str, content: bytes) -> bool:
         try:
-            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            create(final, content, _FILE_MODE, exclusive=True)
         except FileExistsError:
             return False
-        try:
-            os.write(fd, content)
-            os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            _unlink_quietly(final)
-            raise
-        os.close(fd)
         return True
-
-    def _write_temp(self, name: str, content: bytes, sync: bool = True) -> str:
-        temp = os.path.join(self.path, f"{_TEMP_PREFIX}{name}.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _FILE_MODE)
-        try:
-            os.write(fd, content)
-            if sync:  # a reservation's name must never point at content a power cut can lose
-                os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            _unlink_quietly(temp)
-            raise
-        os.close(fd)
-        return temp
 
     def _write_last_reserved(self, set_index: int, ip: IPAddress) -> None:
         final = os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{set_index}")
         try:
-            # Unsynced: losing it only restarts the round robin, as Go does for a bad file.
-            temp = self._write_temp(os.path.basename(final), str(ip).encode(), sync=False)
-            try:
-                os.replace(temp, final)
-            except OSError:
-                _unlink_quietly(temp)
-                raise
+            # Not durable: losing it only restarts the round robin, as Go does for a bad file.
+            write_atomic(final, str(ip).encode(), _FILE_MODE, _TEMP_PREFIX, durable=False)
         except OSError as exc:
             raise _io_error("write", final, exc) from None
 
@@ -258,9 +233,3 @@ class DiskStore:
         if failure is not None:
             raise failure
 
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Route
+from multipy.ipam.conf import ipam_section, runtime_config, string
 from multipy.ipam.ranges import (
     IPAddress,
     IPNetwork,
@@ -118,24 +119,6 @@ class KubeIpamConfig:
         return Location(self.network, self.subnet, self.etcd)
 
 
-def ipam_section(conf: dict) -> dict:
-    ipam = conf.get("ipam")
-    if ipam is None:
-        raise CNIError(INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key: kube-ipam reads its settings from it")
-    if not isinstance(ipam, dict):
-        raise invalid("ipam", ipam, "is not an object")
-    return ipam
-
-
-def _string(obj: dict, key: str, path: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise invalid(path, value, "is not a string")
-    return value.strip()
-
-
 def _unknown(obj: dict, known, path: str) -> None:
     extra = sorted(k for k in obj if k not in known)
     if extra:
@@ -165,12 +148,12 @@ def load_etcd(ipam: dict) -> EtcdConfig:
     if not isinstance(raw, dict):
         raise invalid(path, raw, "is not an object")
     _unknown(raw, _ETCD_KEYS, path)
-    url = _string(raw, "etcdURL", f"{path}.etcdURL")
+    url = string(raw, "etcdURL", f"{path}.etcdURL", strip=True)
     if not url:
         raise CNIError(INVALID_NETWORK_CONFIG, f"{path}.etcdURL: missing (comma-separated URLs such as "
                                                '"https://10.0.0.1:2379,https://10.0.0.2:2379")')
-    ca = _string(raw, "etcdTrustedCAFileFile", f"{path}.etcdTrustedCAFileFile")
-    alias = _string(raw, "etcdTrustedCAFile", f"{path}.etcdTrustedCAFile")
+    ca = string(raw, "etcdTrustedCAFileFile", f"{path}.etcdTrustedCAFileFile", strip=True)
+    alias = string(raw, "etcdTrustedCAFile", f"{path}.etcdTrustedCAFile", strip=True)
     if ca and alias and ca != alias:
         raise CNIError(
             INVALID_NETWORK_CONFIG,
@@ -180,8 +163,8 @@ def load_etcd(ipam: dict) -> EtcdConfig:
     # names these keys: the client library owns those rules.
     return EtcdConfig(
         url=url,
-        cert_file=_string(raw, "etcdCertFile", f"{path}.etcdCertFile"),
-        key_file=_string(raw, "etcdKeyFile", f"{path}.etcdKeyFile"),
+        cert_file=string(raw, "etcdCertFile", f"{path}.etcdCertFile", strip=True),
+        key_file=string(raw, "etcdKeyFile", f"{path}.etcdKeyFile", strip=True),
         ca_file=ca or alias,
     )
 
@@ -229,7 +212,7 @@ def _fixed_span(ipam: dict, rng: Range) -> Span | None:
 def load(conf: dict) -> KubeIpamConfig:
     """The whole config, checked (ADD and CHECK)."""
     network = network_name(conf)
-    ipam = ipam_section(conf)
+    ipam = ipam_section(conf, "kube-ipam")
     _unknown(ipam, _IPAM_KEYS | {"ranges"}, "ipam")
     if "ranges" in ipam:
         raise CNIError(
@@ -240,17 +223,14 @@ def load(conf: dict) -> KubeIpamConfig:
     if ipam.get("subnet") in (None, ""):
         raise CNIError(INVALID_NETWORK_CONFIG, 'ipam.subnet: missing (a subnet such as "10.188.0.0/16")')
     rng = parse_range(ipam, "ipam")
-    runtime_config = conf.get("runtimeConfig")
-    if runtime_config is not None and not isinstance(runtime_config, dict):
-        raise invalid("runtimeConfig", runtime_config, "is not an object")
-    if (runtime_config or {}).get("ipRanges"):
+    if (runtime_config(conf) or {}).get("ipRanges"):
         raise CNIError(
             INVALID_NETWORK_CONFIG,
             "runtimeConfig.ipRanges: not supported by kube-ipam (its ranges come from ipam.subnet); "
             "drop the ipRanges capability from this network",
         )
-    kubeconfig = _string(ipam, "kubeConfig", "ipam.kubeConfig") or DEFAULT_KUBECONFIG
-    _string(ipam, "name", "ipam.name")
+    kubeconfig = string(ipam, "kubeConfig", "ipam.kubeConfig", strip=True) or DEFAULT_KUBECONFIG
+    string(ipam, "name", "ipam.name", strip=True)
     return KubeIpamConfig(
         network=network,
         cni_version=conf.get("cniVersion") or "0.1.0",
@@ -258,7 +238,7 @@ def load(conf: dict) -> KubeIpamConfig:
         gateway_given=ipam.get("gateway") not in (None, ""),
         fixed=_fixed_span(ipam, rng),
         routes=tuple(parse_routes(ipam.get("routes"), "ipam.routes")),
-        resolv_conf=_string(ipam, "resolvConf", "ipam.resolvConf"),
+        resolv_conf=string(ipam, "resolvConf", "ipam.resolvConf", strip=True),
         kubeconfig=kubeconfig,
         etcd=load_etcd(ipam),
     )
@@ -267,5 +247,5 @@ def load(conf: dict) -> KubeIpamConfig:
 def location(conf: dict) -> Location:
     """Only what DEL, GC and STATUS need: a range or annotation rule that broke since ADD
     must not keep an address from being released."""
-    ipam = ipam_section(conf)
+    ipam = ipam_section(conf, "kube-ipam")
     return Location(network_name(conf), parse_subnet(ipam.get("subnet"), "ipam.subnet"), load_etcd(ipam))

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from multipy.cni.errors import IO_FAILURE, CNIError
+from multipy.files import write_atomic
 
 KIND = "multipyAttachmentV1"
 
@@ -72,27 +73,11 @@ class RecordStore:
 
     def save(self, record: Record) -> None:
         final = self.path(record.network_name, record.container_id, record.ifname)
-        # A leading dot: no network name or container ID starts with one, so all() can skip it.
-        tmp = os.path.join(self.directory, f".{os.path.basename(final)}.tmp{os.getpid()}")
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, json.dumps(record.to_json()).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # The temp file's leading dot: no network name starts with one, so all() skips it.
+            write_atomic(final, json.dumps(record.to_json()).encode(), mode=0o600, tmp_prefix=".")
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise CNIError(IO_FAILURE, f"cannot write attachment record {final}: {exc.strerror}") from exc
 
     def exists(self, network_name: str, container_id: str, ifname: str) -> bool:

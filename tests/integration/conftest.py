@@ -16,6 +16,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.netns)
 
 
+def multus_conf(tmp_path, version: str, delegates: list[dict], binary: list[str] = ()) -> dict:
+    """The seed's multus-cni conf around `delegates`, its state and log under tmp_path; `binary`: its
+    binaryDelegates, the types that run as the Go plugins in GO_PLUGINS."""
+    return {
+        "cniVersion": version,
+        "name": "multus-demo",
+        "type": "multus-cni",
+        "cniDir": str(tmp_path / "cache"),
+        "binDir": GO_PLUGINS,
+        "logFile": str(tmp_path / "multipy.log"),
+        "logLevel": "debug",
+        "delegates": delegates,
+        "binaryDelegates": list(binary),
+    }
+
+
 @pytest.fixture
 def seed_conf(tmp_path, node):
     """Factory for the seed topology: bridge + host-local on eth0, macvlan + host-local on net1."""
@@ -26,18 +42,8 @@ def seed_conf(tmp_path, node):
         )
         if delegate_version:
             bridge["cniVersion"] = macvlan["cniVersion"] = delegate_version
-        conf = {
-            "cniVersion": version,
-            "name": "multus-demo",
-            "type": "multus-cni",
-            "cniDir": str(tmp_path / "cache"),
-            "binDir": GO_PLUGINS,
-            "logFile": str(tmp_path / "multipy.log"),
-            "logLevel": "debug",
-            "delegates": [bridge, macvlan],
-            # The Go reference plugins stand in here, not multipy's native plugins of the same names.
-            "binaryDelegates": ["bridge", "host-local", "macvlan"],
-        }
+        # The Go reference plugins stand in here, not multipy's native plugins of the same names.
+        conf = multus_conf(tmp_path, version, [bridge, macvlan], binary=["bridge", "host-local", "macvlan"])
         conf.update(overrides)
         return conf
 

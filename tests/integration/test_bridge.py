@@ -12,7 +12,6 @@ the kernel's default, so veth txqlen is left out.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,7 +29,6 @@ from .conftest import GO_PLUGINS
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0"]
 GO_BRIDGE = f"{GO_PLUGINS}/bridge"
-NATIVE_HOST_LOCAL = importlib.util.find_spec("delegates.host_local") is not None
 SUBNET = "10.244.1.0/24"
 
 
@@ -223,8 +221,6 @@ def test_matches_the_go_bridge(case, version, twins):
 
 
 def test_matches_the_go_bridge_with_the_native_host_local(twins):
-    if not NATIVE_HOST_LOCAL:
-        pytest.skip("delegates/host_local (the native host-local) is not there yet")
     go, ours = twins(native("bridge"))
     keys, _ = CASES["twoRanges"]
     _differential_cycle(go, ours, _conf("1.0.0", keys), "1.0.0")

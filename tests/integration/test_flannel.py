@@ -8,7 +8,6 @@ reference's own example.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -22,12 +21,9 @@ from multipy.testing import kernel, snapshot
 from multipy.testing.runtime import executable, invoke, native
 from multipy.testing.topology import seed_delegates
 
-from .conftest import GO_PLUGINS, records, reservations
+from .conftest import GO_PLUGINS, multus_conf, records, reservations
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0"]
-NATIVE_HOST_LOCAL = importlib.util.find_spec("delegates.host_local") is not None
-# Until the native host-local exists, its type must run as the Go binary (an entry point without a module fails).
-BINARY_IPAM = [] if NATIVE_HOST_LOCAL else ["host-local"]
 # The seed's own master delegate (Networksecuritylayering.md), with the paths a test needs added.
 SEED_MASTER = {"name": "k8snet1", "type": "flannel", "masterplugin": True,
                "delegate": {"isDefaultGateway": True, "bridge": "docker0", "mtu": 1400}}
@@ -47,20 +43,6 @@ def master(tmp_path, subnet_env):
     return make
 
 
-def _multus(tmp_path, version: str, delegates: list[dict], binary: list[str] = ()) -> dict:
-    return {
-        "cniVersion": version,
-        "name": "multus-demo",
-        "type": "multus-cni",
-        "cniDir": str(tmp_path / "cache"),
-        "binDir": GO_PLUGINS,
-        "logFile": str(tmp_path / "multipy.log"),
-        "logLevel": "debug",
-        "delegates": delegates,
-        "binaryDelegates": [*BINARY_IPAM, *binary],
-    }
-
-
 def _stored(tmp_path) -> list[str]:
     directory = tmp_path / "flannel"
     return sorted(os.listdir(directory)) if directory.exists() else []
@@ -77,7 +59,7 @@ def _pod_call(cni_runtime, command, conf, pod, container_id="c1", **kwargs):
 def test_seed_topology_with_the_native_flannel_master(version, master, netns, node, cni_runtime, tmp_path):
     """The core's two-delegate namespace test, with the seed's flannel master instead of a Go bridge."""
     macvlan = seed_delegates(str(tmp_path / "ipam"), node.uplink)[1]
-    conf = _multus(tmp_path, version, [master(), macvlan], binary=["macvlan"])
+    conf = multus_conf(tmp_path, version, [master(), macvlan], binary=["macvlan"])
     pod = netns("pod")
 
     added = _pod_call(cni_runtime, "ADD", conf, pod)
@@ -132,7 +114,7 @@ def test_seed_topology_with_the_native_flannel_master(version, master, netns, no
 def test_flannel_through_multus_gives_eth0_like_the_go_bridge(version, master, netns, tmp_path, subnet_env):
     ours_node, ours_pod, go_node, go_pod = netns("h2"), netns("c2"), netns("h1"), netns("c1")
     path = subnet_env(FLANNEL_SUBNET="10.244.3.1/24", FLANNEL_IPMASQ="false")  # the bridge masquerades
-    conf = _multus(tmp_path, version, [master(subnetFile=path)])
+    conf = multus_conf(tmp_path, version, [master(subnetFile=path)])
     delegate = flannel.delegate_conf(flannel.parse(dict(master(subnetFile=path), cniVersion=version)),
                                      flannel_env.load(path))
     delegate["ipam"]["dataDir"] = str(tmp_path / "ipam-go")
@@ -163,7 +145,7 @@ def test_flannel_through_multus_gives_eth0_like_the_go_bridge(version, master, n
 
 def test_stored_conf_lifecycle(master, netns, node, cni_runtime, tmp_path, subnet_env):
     pod = netns("pod")
-    conf = _multus(tmp_path, "1.0.0", [master()])
+    conf = multus_conf(tmp_path, "1.0.0", [master()])
     assert _pod_call(cni_runtime, "ADD", conf, pod).ok
     path = tmp_path / "flannel" / "c1"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -184,7 +166,7 @@ def test_failed_delegate_add_keeps_the_conf_for_the_runtime_del(master, netns, n
     pod = netns("pod")
     subprocess.run(["ip", "-n", node.name, "link", "add", "docker0", "type", "veth", "peer", "name", "d0p"],
                    check=True)
-    conf = _multus(tmp_path, "1.0.0", [master()])
+    conf = multus_conf(tmp_path, "1.0.0", [master()])
     added = _pod_call(cni_runtime, "ADD", conf, pod)
     assert added.json["code"] == 7
     assert 'failed to delegate add: failed to create bridge "docker0": "docker0" already exists but is not a ' \
@@ -197,7 +179,7 @@ def test_failed_delegate_add_keeps_the_conf_for_the_runtime_del(master, netns, n
 def test_not_ready_is_code_11_and_touches_nothing(master, netns, node, cni_runtime, tmp_path, subnet_env):
     pod = netns("pod")
     path = subnet_env(FLANNEL_SUBNET=None)  # flanneld has no lease yet
-    conf = _multus(tmp_path, "1.0.0", [master(subnetFile=path)])
+    conf = multus_conf(tmp_path, "1.0.0", [master(subnetFile=path)])
     added = _pod_call(cni_runtime, "ADD", conf, pod)
     assert added.json["code"] == 11, added.stdout
     assert f"flannel is not ready yet: failed to load flannel 'subnet.env' file: {path} is missing " \
@@ -214,7 +196,7 @@ def test_not_ready_is_code_11_and_touches_nothing(master, netns, node, cni_runti
 
 
 def _standalone(tmp_path, node: str, pod: str, command: str, conf: dict, container_id: str = "c1"):
-    return invoke(native("flannel", binaries=tuple(BINARY_IPAM)), command, conf, container_id=container_id,
+    return invoke(native("flannel"), command, conf, container_id=container_id,
                   netns=f"/run/netns/{pod}" if pod else "", ifname="eth0", host_netns=node)
 
 
@@ -249,7 +231,52 @@ def test_del_with_an_unparsable_stored_conf_succeeds_and_drops_it(master, node, 
     assert _standalone(tmp_path, node.name, "", "DEL", conf).ok  # and nothing at all is fine too
 
 
-@pytest.mark.skipif(not NATIVE_HOST_LOCAL, reason="GC and STATUS need 1.1.0 all the way down (native host-local)")
+@pytest.fixture
+def read_only():
+    """Factory: read_only(path) bind-mounts the directory `path` read-only over itself (its filesystem
+    went read-only) and returns what undoes it; the teardown undoes whatever a test left mounted."""
+    mounted: list[str] = []
+
+    def make(path: str):
+        subprocess.run(["mount", "--bind", path, path], check=True)
+        mounted.append(path)
+        subprocess.run(["mount", "-o", "remount,ro,bind", path], check=True)
+
+        def clear() -> None:
+            subprocess.run(["umount", path], check=True)
+            mounted.remove(path)
+
+        return clear
+
+    yield make
+    for path in reversed(mounted):
+        subprocess.run(["umount", path], check=False)
+
+
+def test_failed_delegate_del_keeps_the_conf_and_a_retry_releases_everything(master, netns, node, tmp_path,
+                                                                             read_only):
+    """The stored conf goes only after the delegate's DEL succeeded: the runtime's retry must still find it."""
+    pod = netns("pod")
+    conf = _flannel_conf(master(), "1.0.0")
+    assert _standalone(tmp_path, node.name, pod, "ADD", conf).ok
+    path = tmp_path / "flannel" / "c1"
+    stored = path.read_bytes()
+    assert reservations(tmp_path, "k8snet1") == ["10.244.1.2"]
+
+    clear = read_only(str(tmp_path / "ipam" / "k8snet1"))  # host-local cannot remove its reservation
+    failed = _standalone(tmp_path, node.name, pod, "DEL", conf)
+    assert failed.json["code"] == 5 and "10.244.1.2: Read-only file system" in failed.json["msg"], failed.stdout
+    assert path.read_bytes() == stored
+    assert reservations(tmp_path, "k8snet1") == ["10.244.1.2"]
+
+    clear()
+    retried = _standalone(tmp_path, node.name, pod, "DEL", conf)
+    assert retried.ok, retried.stdout + retried.stderr
+    assert _stored(tmp_path) == [] and reservations(tmp_path, "k8snet1") == []
+    assert set(kernel.links(pod)) == {"lo"}
+    assert not [name for name in kernel.links(node.name) if name.startswith("veth")]
+
+
 def test_status_and_gc(master, netns, node, tmp_path, subnet_env):
     conf = _flannel_conf(master(), "1.1.0")
     assert _standalone(tmp_path, node.name, "", "STATUS", conf).ok

@@ -12,16 +12,8 @@ from multipy.cli.commands import cli
 from multipy.cni.env import Environment
 from multipy.plugins.contract import Services
 from multipy.testing.etcd import EtcdCluster
+from multipy.testing.topology import SEED_KUBE_IPAM
 
-IPAM = {
-    "type": "kube-ipam",
-    "subnet": "10.188.0.0/16",
-    "fixedStart": "10.188.0.10",
-    "fixedEnd": "10.188.0.255",
-    "rangeStart": "10.188.1.0",
-    "rangeEnd": "10.188.255.254",
-    "gateway": "10.188.0.1",
-}
 PREFIX = "/multipy/ipam/"
 
 
@@ -29,7 +21,7 @@ PREFIX = "/multipy/ipam/"
 def filled(etcd_server, tmp_path):
     """The seed's multus conf pointing at `etcd_server`, and a store holding two databases and a web pod."""
     macvlan = {"name": "k8snet2", "type": "macvlan", "master": "eth0",
-               "ipam": dict(IPAM, etcdConfig=etcd_server.etcd_config())}  # fmt: skip
+               "ipam": dict(SEED_KUBE_IPAM, etcdConfig=etcd_server.etcd_config())}  # fmt: skip
     conf = {"cniVersion": "0.3.1", "name": "multus-demo", "type": "multus-cni",
             "delegates": [{"name": "k8snet1", "type": "bridge", "masterplugin": True}, macvlan]}  # fmt: skip
     path = tmp_path / "10-multus.conf"

@@ -11,25 +11,15 @@ from collections import Counter
 import pytest
 
 from multipy.testing.runtime import invoke, native
+from multipy.testing.topology import SEED_KUBE_IPAM
 
-IPAM = {
-    "type": "kube-ipam",
-    "name": "kube-subnet",
-    "subnet": "10.188.0.0/16",
-    "fixedStart": "10.188.0.10",
-    "fixedEnd": "10.188.0.255",
-    "rangeStart": "10.188.1.0",
-    "rangeEnd": "10.188.255.254",
-    "gateway": "10.188.0.1",
-    "routes": [{"dst": "0.0.0.0/0"}],
-}
 PREFIX = "/multipy/ipam/"
 POOL = f"{PREFIX}pools/10.188.0.0-16/"
 PLUGIN = native("kube-ipam")
 
 
 def conf_for(etcd, version="1.0.0", kubeconfig="/nonexistent", **ipam) -> dict:
-    section = dict(IPAM, etcdConfig=etcd.etcd_config(), kubeConfig=kubeconfig)
+    section = dict(SEED_KUBE_IPAM, etcdConfig=etcd.etcd_config(), kubeConfig=kubeconfig)
     section.update(ipam)
     section = {k: v for k, v in section.items() if v is not None}
     return {"cniVersion": version, "name": "k8snet2", "type": "macvlan", "ipam": section}

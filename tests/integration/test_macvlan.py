@@ -10,7 +10,6 @@ normalised (MACs, veth names, sandbox paths) and must be equal, except for the
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import subprocess
 from dataclasses import dataclass
@@ -280,8 +279,6 @@ def test_default_master_is_the_default_route_interface(ours, go):
 
 
 def test_native_host_local_gives_the_same_result(make_side, go):
-    if importlib.util.find_spec("delegates.host_local") is None:
-        pytest.skip("delegates/host_local is not there yet")
     ours = make_side(native("macvlan"), "ours")
     conf = _conf("1.0.0")
     mine, theirs = ours("ADD", conf), go("ADD", conf)

@@ -1,9 +1,10 @@
 """The seed, end to end through multus-cni in namespaces (Networksecuritylayering.md sections 3-5).
 
-eth0 is the Go bridge + host-local; net1 is the native macvlan with the native kube-ipam, whose
-store is a real etcd and whose pod annotations come from the local Kubernetes API (or, in the
-second variant, from the runtime through the io.kubernetes.cri.pod-annotations capability, with
-no API at all). database-1 and database-2 are annotated with fixed addresses, two web pods get
+Every delegate is multipy's own, configured as the seed's 10-multus.conf: eth0 is the flannel
+master (bridge docker0 + host-local, fed by a subnet.env fixture standing in for flanneld); net1 is
+the macvlan with kube-ipam, whose store is a real etcd and whose pod annotations come from the
+local Kubernetes API (or, in the second variant, from the runtime through the
+io.kubernetes.cri.pod-annotations capability, with no API at all). database-1 and database-2 are annotated with fixed addresses, two web pods get
 dynamic ones; web reaches the databases and the databases reach each other over net1; database-2
 deleted and created again, with a new container ID, has its address back.
 
@@ -13,6 +14,7 @@ reaches them on the node's loopback, as a node reaches its cluster.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 
@@ -22,8 +24,9 @@ from multipy.net.netns import run_in
 from multipy.testing import kernel
 from multipy.testing.etcd import EtcdCluster
 from multipy.testing.kube_api import KubeAPIServer
+from multipy.testing.topology import SEED_KUBE_IPAM
 
-from .conftest import GO_PLUGINS, records
+from .conftest import records, reservations
 
 PREFIX = "/multipy/ipam/"
 POOL = f"{PREFIX}pools/10.188.0.0-16/"
@@ -58,30 +61,24 @@ class Cluster:
         return {k: json.loads(v) for k, v in run_in(self.where, self.etcd.keys, PREFIX).items()}
 
 
-def seed_conf(tmp_path, node, cluster, capability: bool) -> dict:
-    bridge = {
-        "name": "k8snet1", "type": "bridge", "masterplugin": True, "bridge": "cni0", "isDefaultGateway": True,
-        "mtu": 1400, "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": str(tmp_path / "ipam")},
+def seed_conf(tmp_path, node, cluster, capability: bool, subnet_file: str) -> dict:
+    flannel = {
+        "name": "k8snet1", "type": "flannel", "masterplugin": True,
+        "delegate": {"isDefaultGateway": True, "bridge": "docker0", "mtu": 1400},
+        # Where this test keeps what a node keeps under /run/flannel and /var/lib/cni.
+        "subnetFile": subnet_file, "dataDir": str(tmp_path / "flannel"), "ipam": {"dataDir": str(tmp_path / "ipam")},
     }  # fmt: skip
     macvlan = {
         "name": "k8snet2",
         "type": "macvlan",
         "master": node.uplink,
         "mode": "bridge",
+        # The seed's, routes included: its 0.0.0.0/0 is appended after eth0's default route,
+        # which stays the one traffic takes.
         "ipam": {
-            "name": "kube-subnet",
-            "type": "kube-ipam",
+            **copy.deepcopy(SEED_KUBE_IPAM),
             "kubeConfig": cluster.api.kubeconfig if not capability else str(tmp_path / "no-such-kubeconfig"),
             "etcdConfig": cluster.etcd.etcd_config(),
-            "subnet": "10.188.0.0/16",
-            "fixedStart": "10.188.0.10",
-            "fixedEnd": "10.188.0.255",
-            "rangeStart": "10.188.1.0",
-            "rangeEnd": "10.188.255.254",
-            "gateway": "10.188.0.1",
-            # The seed's {"dst": "0.0.0.0/0"} would collide with eth0's default route (isDefaultGateway):
-            # the kernel refuses a second default route, so net1 gets a route of its own here.
-            "routes": [{"dst": "10.189.0.0/16"}],
         },
     }
     if capability:
@@ -91,12 +88,11 @@ def seed_conf(tmp_path, node, cluster, capability: bool) -> dict:
         "name": "multus-demo",
         "type": "multus-cni",
         "cniDir": str(tmp_path / "cache"),
-        "binDir": GO_PLUGINS,
+        # No plugin binary anywhere: every delegate and IPAM here is multipy's own.
+        "binDir": str(tmp_path / "no-binaries"),
         "logFile": str(tmp_path / "multipy.log"),
         "logLevel": "debug",
-        "delegates": [bridge, macvlan],
-        # eth0: Debian's Go bridge and host-local; net1: multipy's macvlan and kube-ipam.
-        "binaryDelegates": ["bridge", "host-local"],
+        "delegates": [flannel, macvlan],
     }
 
 
@@ -146,8 +142,11 @@ class Pods:
 
 
 @pytest.mark.parametrize("capability", [False, True], ids=["annotations-from-api", "annotations-from-runtime"])
-def test_seed_scenario(capability, cluster, node, netns, cni_runtime, tmp_path):
-    pods = Pods(cni_runtime, netns, cluster, seed_conf(tmp_path, node, cluster, capability), capability)
+def test_seed_scenario(capability, cluster, node, netns, cni_runtime, tmp_path, subnet_env):
+    conf = seed_conf(tmp_path, node, cluster, capability, subnet_env(FLANNEL_SUBNET="10.244.1.1/24"))
+    (tmp_path / "no-binaries").mkdir()
+    cni_runtime.cni_path = str(tmp_path / "no-binaries")
+    pods = Pods(cni_runtime, netns, cluster, conf, capability)
     for pod in (*DATABASES, *WEB):
         pods.create(pod)
 
@@ -157,11 +156,16 @@ def test_seed_scenario(capability, cluster, node, netns, cni_runtime, tmp_path):
     web = {pods.net1(p) for p in WEB}
     assert len(web) == 2 and all(a.startswith("10.188.") and not a.startswith("10.188.0.") for a in web)
     for _, ns in pods.running.values():
-        assert kernel.links(ns)["net1"]["linkinfo"]["info_kind"] == "macvlan"
+        links = kernel.links(ns)
+        assert links["net1"]["linkinfo"]["info_kind"] == "macvlan"
+        assert links["eth0"]["mtu"] == 1400
         assert kernel.addresses(ns)["eth0"][0].startswith("10.244.1.")
-        assert {"dst": "10.189.0.0/16", "gateway": "10.188.0.1", "dev": "net1"} in [
-            {k: r[k] for k in ("dst", "gateway", "dev") if k in r} for r in kernel.routes(ns)
-        ]
+        routes = [{k: r[k] for k in ("dst", "gateway", "dev") if k in r} for r in kernel.routes(ns)]
+        assert {"dst": "default", "gateway": "10.244.1.1", "dev": "eth0"} in routes
+        assert {"dst": "default", "gateway": "10.188.0.1", "dev": "net1"} in routes
+        assert {"dst": "10.244.0.0/16", "gateway": "10.244.1.1", "dev": "eth0"} in routes
+        # Both default routes exist, and eth0's (the master's, added first) is the one traffic takes.
+        assert kernel.ip_json(ns, "route", "get", "192.0.2.1")[0]["dev"] == "eth0"
     for web_pod in WEB:
         for db in DATABASES:
             pods.ping(web_pod, db)
@@ -191,5 +195,7 @@ def test_seed_scenario(capability, cluster, node, netns, cni_runtime, tmp_path):
     assert sorted(left) == [POOL + "ips/10.188.0.218", POOL + "ips/10.188.0.219"]
     assert all(v["containerID"] == "" and v["kind"] == "fixed" for v in left.values())
     assert records(tmp_path) == []
+    assert reservations(tmp_path, "k8snet1") == []
+    assert not list((tmp_path / "flannel").iterdir())
     if capability:
         assert cluster.api.requests == [] or not [r for r in cluster.api.requests if "/pods/" in r.path]

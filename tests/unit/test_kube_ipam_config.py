@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
+from pathlib import Path
 
 import pytest
 
 from delegates.kube_ipam import config
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
+from multipy.testing.topology import SEED_KUBE_IPAM
 
+# The seed's conf as the seed has it, its cluster's paths and etcd included.
 SEED = {
     "cniVersion": "0.3.1",
     "name": "k8snet2",
     "type": "macvlan",
     "ipam": {
-        "name": "kube-subnet",
-        "type": "kube-ipam",
+        **SEED_KUBE_IPAM,
         "kubeConfig": "/etc/kubernetes/ssl/kube.kubeconfig",
         "etcdConfig": {
             "etcdURL": "https://192.168.1.50:2379,https://192.168.1.58:2379,https://192.168.1.63:2379",
@@ -24,16 +27,10 @@ SEED = {
             "etcdKeyFile": "/etc/kubernetes/ssl/kubernetes-key.pem",
             "etcdTrustedCAFileFile": "/etc/kubernetes/ssl/k8s-root-ca.pem",
         },
-        "subnet": "10.188.0.0/16",
-        "fixedStart": "10.188.0.10",
-        "fixedEnd": "10.188.0.255",
-        "rangeStart": "10.188.1.0",
-        "rangeEnd": "10.188.255.254",
-        "gateway": "10.188.0.1",
-        "routes": [{"dst": "0.0.0.0/0"}],
         "resolvConf": "/etc/resolv.conf",
     },
 }
+SEED_CONF_FILE = Path(__file__).resolve().parents[2] / "conf" / "10-multus.conf"
 
 
 def seed(**ipam) -> dict:
@@ -50,6 +47,12 @@ def error_of(conf) -> CNIError:
     with pytest.raises(CNIError) as info:
         config.load(conf)
     return info.value
+
+
+def test_the_seed_is_the_seed_conf_file():
+    """SEED_KUBE_IPAM, which the tests share, must not drift from the file the user wrote."""
+    macvlan = json.loads(SEED_CONF_FILE.read_text())["delegates"][1]
+    assert {k: v for k, v in macvlan.items() if k != "master"} == {k: v for k, v in SEED.items() if k != "cniVersion"}
 
 
 def test_the_seed_conf_parses_with_every_key():

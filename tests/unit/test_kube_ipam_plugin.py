@@ -20,18 +20,8 @@ from multipy.cni.errors import (
     CNIError,
 )
 from multipy.plugins.contract import Services
+from multipy.testing.topology import SEED_KUBE_IPAM
 
-SEED_IPAM = {
-    "type": "kube-ipam",
-    "name": "kube-subnet",
-    "subnet": "10.188.0.0/16",
-    "fixedStart": "10.188.0.10",
-    "fixedEnd": "10.188.0.255",
-    "rangeStart": "10.188.1.0",
-    "rangeEnd": "10.188.255.254",
-    "gateway": "10.188.0.1",
-    "routes": [{"dst": "0.0.0.0/0"}],
-}
 DB = {"kube-ipam.netmask": "255.255.0.0", "kube-ipam.gateway": "10.188.0.1"}
 PREFIX = "/multipy/ipam/"
 
@@ -51,7 +41,7 @@ class World:
         self.plugin = KubeIpam(Services())
 
     def conf(self, version="1.0.0", **ipam) -> dict:
-        section = dict(SEED_IPAM, etcdConfig=self.etcd.etcd_config(), kubeConfig=self.api.kubeconfig)
+        section = dict(SEED_KUBE_IPAM, etcdConfig=self.etcd.etcd_config(), kubeConfig=self.api.kubeconfig)
         section.update(ipam)
         return {"cniVersion": version, "name": "k8snet2", "type": "macvlan", "ipam": section}
 

@@ -1,0 +1,71 @@
+"""Files written so that a reader, a crash or a power cut never sees them half written.
+
+The content goes to a temporary name in the same directory first (same filesystem,
+so the final rename or link is atomic); that name starts with `tmp_prefix`, which
+lets a directory's readers tell a leftover apart from a real entry. `create` is the
+step under both: a file made, written and synced, removed again if that fails.
+OSError is raised as is: each caller words it as its own CNI error.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusive: bool = False) -> None:
+    """`path` holding `data`, synced unless `sync` is False; on failure it is removed again.
+
+    `exclusive`: FileExistsError if `path` exists (O_EXCL), else a file there is overwritten:
+    only for names the caller owns, such as its temporary files.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, mode)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        unlink_quietly(path)
+        raise
+    os.close(fd)
+
+
+def write_temp(directory: str, name: str, data: bytes, mode: int = 0o600, tmp_prefix: str = ".",
+               sync: bool = True) -> str:
+    """A new file `<directory>/<tmp_prefix><name>.<pid>.tmp` holding `data` (see `create`); its path."""
+    temp = os.path.join(directory, f"{tmp_prefix}{name}.{os.getpid()}.tmp")
+    create(temp, data, mode, sync)
+    return temp
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600, tmp_prefix: str = ".", durable: bool = True) -> None:
+    """Replace `path` with `data`, all or nothing. The directory must exist.
+
+    `durable`: the file and the directory entry are synced, so that once this returns
+    the new content survives a power cut; without it a crash may bring back the old one.
+    """
+    directory, name = os.path.split(path)
+    temp = write_temp(directory, name, data, mode, tmp_prefix, sync=durable)
+    try:
+        os.replace(temp, path)
+    except OSError:
+        unlink_quietly(temp)
+        raise
+    if durable:
+        sync_directory(directory)
+
+
+def sync_directory(directory: str) -> None:
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
