@@ -20,6 +20,7 @@ bench: deps venv
 	$(PY) bench/add_del.py
 	$(PY) bench/flannel.py
 	$(PY) bench/kube_ipam.py
+	$(PY) bench/seed_native.py
 
 # Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping,
 # etcd (kube-ipam's store, started by the test fixtures and the demo; never as a service) and openssl (test certs).

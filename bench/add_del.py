@@ -55,6 +55,12 @@ def clean_env(**extra: str) -> dict:
     return env
 
 
+def cached_bytecode_env(tmp: str) -> dict:
+    """clean_env() with a bytecode cache under `tmp` (never in the source tree), written even where
+    the machine sets PYTHONDONTWRITEBYTECODE."""
+    return {k: v for k, v in clean_env(PYTHONPYCACHEPREFIX=f"{tmp}/pycache").items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(argv: list[str], stdin: bytes = b"", env: dict | None = None, what: str = "") -> tuple[float, bytes, bytes]:
     """Run argv; return (milliseconds, stdout, stderr). A non-zero exit aborts the benchmark."""
     start = time.perf_counter()
@@ -415,9 +421,7 @@ def main() -> int:
             parser.error(f"{CNI_BIN}/{plugin} missing")
 
     with tempfile.TemporaryDirectory(prefix="multipy-bench-") as tmp:
-        # Bytecode goes to the temp dir, never into the source tree.
-        cached_env = {k: v for k, v in clean_env(PYTHONPYCACHEPREFIX=f"{tmp}/pycache").items()
-                      if k != "PYTHONDONTWRITEBYTECODE"}
+        cached_env = cached_bytecode_env(tmp)
         python_env = cached_env if args.bytecode_cache else clean_env()
         try:
             topology = bench_topology(args.runs, args.cni_version, multus_cni, python_env, tmp)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from add_del import CNI_BIN, GO_VERSIONS, BenchError, Topology, clean_env, median, p95, run
+from add_del import CNI_BIN, GO_VERSIONS, BenchError, Topology, cached_bytecode_env, clean_env, median, p95, run
 
 from delegates import flannel, flannel_env
 from multipy.testing.flannel import write_subnet_env
@@ -194,8 +194,7 @@ def main() -> int:
             parser.error(f"{CNI_BIN}/{plugin} missing")
     with tempfile.TemporaryDirectory(prefix="multipy-bench-flannel-") as tmp:
         write_subnet_env(f"{tmp}/subnet.env")
-        cached = {k: v for k, v in clean_env(PYTHONPYCACHEPREFIX=f"{tmp}/pycache").items()
-                  if k != "PYTHONDONTWRITEBYTECODE"}
+        cached = cached_bytecode_env(tmp)
         python_env = cached if args.bytecode_cache else clean_env()
         try:
             samples = bench(args.runs, args.cni_version, python_env, tmp)

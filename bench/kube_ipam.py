@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from add_del import CNI_BIN, GO_VERSIONS, BenchError, clean_env, median, p95, parse_importtime, run
+from add_del import CNI_BIN, GO_VERSIONS, BenchError, cached_bytecode_env, clean_env, median, p95, parse_importtime, run
 
 from delegates.kube_ipam.pods import ANNOTATIONS_CAPABILITY
 from delegates.kube_ipam.records import PREFIX
@@ -405,8 +405,7 @@ def main() -> int:
     if not os.access(ETCD_BIN, os.X_OK):
         parser.error(f"{ETCD_BIN} missing (install Debian's etcd-server, or set ETCD_BIN)")
     with tempfile.TemporaryDirectory(prefix="multipy-bench-kube-ipam-") as tmp:
-        cached = {k: v for k, v in clean_env(PYTHONPYCACHEPREFIX=f"{tmp}/pycache").items()
-                  if k != "PYTHONDONTWRITEBYTECODE"}
+        cached = cached_bytecode_env(tmp)
         python_env = cached if args.bytecode_cache else clean_env()
         try:
             samples = bench(args, python_env, tmp)

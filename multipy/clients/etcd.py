@@ -187,6 +187,10 @@ def _load():
     # plugin's output; the same facts reach the caller in EtcdUnavailable. An operator may still
     # ask for them by setting GRPC_VERBOSITY.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    # pyroute2 forks to open a socket in a pod's namespace; with grpc's fork handlers on, that fork
+    # now and then deadlocks in a process that has used grpc (seen in bench/seed_native.py's
+    # long-lived worker). The forked child never touches grpc, so the handlers buy nothing.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     import grpc
     from pyetcd import etcdrpc
 
