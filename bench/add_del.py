@@ -397,28 +397,52 @@ def report_startup(startup: dict, summaries: dict, runs: int, out) -> None:
     p("  self time by top-level package: " + ", ".join(f"{k} {v:.1f}" for k, v in packages))
 
 
+# ---------------------------------------------------------------- command line, shared by the benches
+
+
+def bench_parser(doc: str, default_version: str = "0.3.1", min_runs: int = 5) -> argparse.ArgumentParser:
+    """The options every bench takes: --runs, --cni-version, --bytecode-cache, --json."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help=f"cycles per row (min {min_runs})")
+    parser.add_argument("--cni-version", default=default_version, choices=GO_VERSIONS)
+    parser.add_argument("--bytecode-cache", action="store_true",
+                        help="run Python with a bytecode cache in a temp dir (PYTHONPYCACHEPREFIX)")
+    parser.add_argument("--json", action="store_true", help="raw samples as JSON on stdout; tables on stderr")
+    parser.set_defaults(min_runs=min_runs)
+    return parser
+
+
+def checked_args(parser: argparse.ArgumentParser, binaries=(), root: bool = True) -> argparse.Namespace:
+    """Parsed options, or a usage error when --runs is too low, root is missing or a binary is.
+
+    `binaries`: paths, or (path, hint) pairs, that must be executable.
+    """
+    args = parser.parse_args()
+    if args.runs < args.min_runs:
+        parser.error(f"--runs must be at least {args.min_runs}")
+    if root and os.geteuid() != 0:
+        parser.error("needs root (network namespaces)")
+    for item in binaries:
+        path, hint = item if isinstance(item, tuple) else (item, "")
+        if not os.access(path, os.X_OK):
+            parser.error(f"{path} missing{f' ({hint})' if hint else ''}")
+    return args
+
+
+def multus_cni_path(parser: argparse.ArgumentParser) -> str:
+    """The multus-cni console script next to this interpreter (the venv's), else on PATH."""
+    found = os.path.join(os.path.dirname(sys.executable), "multus-cni")
+    return found if os.path.exists(found) else shutil.which("multus-cni") or parser.error("multus-cni not found")
+
+
 # ---------------------------------------------------------------- main
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="cycles per side and start-up samples (min 30)")
-    parser.add_argument("--cni-version", default="0.3.1", choices=GO_VERSIONS)
-    parser.add_argument("--bytecode-cache", action="store_true",
-                        help="run multipy with a bytecode cache in a temp dir (PYTHONPYCACHEPREFIX)")
-    parser.add_argument("--json", action="store_true", help="raw samples as JSON on stdout; tables on stderr")
-    args = parser.parse_args()
-    if args.runs < 30:
-        parser.error("--runs must be at least 30")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
+    parser = bench_parser(__doc__, "0.3.1", min_runs=30)
+    args = checked_args(parser, [f"{CNI_BIN}/{p}" for p in ("bridge", "macvlan", "host-local")])
     python = sys.executable
-    multus_cni = os.path.join(os.path.dirname(python), "multus-cni")
-    if not os.path.exists(multus_cni):
-        multus_cni = shutil.which("multus-cni") or parser.error("multus-cni console script not found")
-    for plugin in ("bridge", "macvlan", "host-local"):
-        if not os.access(f"{CNI_BIN}/{plugin}", os.X_OK):
-            parser.error(f"{CNI_BIN}/{plugin} missing")
+    multus_cni = multus_cni_path(parser)
 
     with tempfile.TemporaryDirectory(prefix="multipy-bench-") as tmp:
         cached_env = cached_bytecode_env(tmp)

@@ -22,14 +22,24 @@ in the node and pod namespaces and go with them. `--json` prints raw samples on 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
 
-from add_del import CNI_BIN, GO_VERSIONS, BenchError, Topology, cached_bytecode_env, clean_env, median, p95, run
+from add_del import (
+    CNI_BIN,
+    BenchError,
+    Topology,
+    bench_parser,
+    cached_bytecode_env,
+    checked_args,
+    clean_env,
+    median,
+    p95,
+    run,
+)
 
 from delegates import flannel, flannel_env
 from multipy.testing.flannel import write_subnet_env
@@ -178,20 +188,7 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         json.dump(worker(json.loads(sys.argv[2])), sys.stdout)
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="cycles per side (min 5)")
-    parser.add_argument("--cni-version", default="1.0.0", choices=GO_VERSIONS)
-    parser.add_argument("--bytecode-cache", action="store_true",
-                        help="run multipy with a bytecode cache in a temp dir (PYTHONPYCACHEPREFIX)")
-    parser.add_argument("--json", action="store_true", help="raw samples as JSON on stdout; the table on stderr")
-    args = parser.parse_args()
-    if args.runs < 5:
-        parser.error("--runs must be at least 5")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
-    for plugin in ("bridge", "host-local"):
-        if not os.access(f"{CNI_BIN}/{plugin}", os.X_OK):
-            parser.error(f"{CNI_BIN}/{plugin} missing")
+    args = checked_args(bench_parser(__doc__, "1.0.0"), [f"{CNI_BIN}/{p}" for p in ("bridge", "host-local")])
     with tempfile.TemporaryDirectory(prefix="multipy-bench-flannel-") as tmp:
         write_subnet_env(f"{tmp}/subnet.env")
         cached = cached_bytecode_env(tmp)

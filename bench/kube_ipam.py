@@ -31,7 +31,6 @@ samples on stdout and the tables on stderr.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
@@ -40,7 +39,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from add_del import CNI_BIN, GO_VERSIONS, BenchError, cached_bytecode_env, clean_env, median, p95, parse_importtime, run
+from add_del import (
+    CNI_BIN,
+    BenchError,
+    bench_parser,
+    cached_bytecode_env,
+    checked_args,
+    clean_env,
+    median,
+    p95,
+    parse_importtime,
+    run,
+)
 
 from delegates.kube_ipam.pods import ANNOTATIONS_CAPABILITY
 from delegates.kube_ipam.records import PREFIX
@@ -390,20 +400,10 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         json.dump(worker(json.loads(sys.argv[2])), sys.stdout)
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="cycles per row and start-up samples (min 5)")
-    parser.add_argument("--cni-version", default="1.0.0", choices=GO_VERSIONS)
+    parser = bench_parser(__doc__, "1.0.0")
     parser.add_argument("--tls", action="store_true", help="etcd serves TLS with client certificates")
-    parser.add_argument("--bytecode-cache", action="store_true",
-                        help="run Python with a bytecode cache in a temp dir (PYTHONPYCACHEPREFIX)")
-    parser.add_argument("--json", action="store_true", help="raw samples as JSON on stdout; the tables on stderr")
-    args = parser.parse_args()
-    if args.runs < 5:
-        parser.error("--runs must be at least 5")
-    if not os.access(HOST_LOCAL, os.X_OK):
-        parser.error(f"{HOST_LOCAL} missing")
-    if not os.access(ETCD_BIN, os.X_OK):
-        parser.error(f"{ETCD_BIN} missing (install Debian's etcd-server, or set ETCD_BIN)")
+    # IPAM plugins need no namespace: no root needed.
+    args = checked_args(parser, [HOST_LOCAL, (ETCD_BIN, "install Debian's etcd-server, or set ETCD_BIN")], root=False)
     with tempfile.TemporaryDirectory(prefix="multipy-bench-kube-ipam-") as tmp:
         cached = cached_bytecode_env(tmp)
         python_env = cached if args.bytecode_cache else clean_env()

@@ -28,11 +28,9 @@ raw samples on stdout and the table on stderr.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,11 +38,12 @@ import time
 
 import add_del
 from add_del import (
-    GO_VERSIONS,
     UPLINK,
     BenchError,
     Topology,
+    bench_parser,
     cached_bytecode_env,
+    checked_args,
     clean_env,
     median,
     p95,
@@ -312,25 +311,10 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         json.dump(worker(json.loads(sys.argv[2])), sys.stdout)
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=30, help="cycles per row (min 5)")
-    parser.add_argument("--cni-version", default="0.3.1", choices=GO_VERSIONS)
-    parser.add_argument("--bytecode-cache", action="store_true",
-                        help="run Python with a bytecode cache in a temp dir (PYTHONPYCACHEPREFIX)")
-    parser.add_argument("--json", action="store_true", help="raw samples as JSON on stdout; the table on stderr")
-    args = parser.parse_args()
-    if args.runs < 5:
-        parser.error("--runs must be at least 5")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces)")
-    multus_cni = os.path.join(os.path.dirname(sys.executable), "multus-cni")
-    if not os.path.exists(multus_cni):
-        multus_cni = shutil.which("multus-cni") or parser.error("multus-cni console script not found")
-    for plugin in ("bridge", "macvlan", "host-local"):
-        if not os.access(f"{add_del.CNI_BIN}/{plugin}", os.X_OK):
-            parser.error(f"{add_del.CNI_BIN}/{plugin} missing")
-    if not os.access(ETCD_BIN, os.X_OK):
-        parser.error(f"{ETCD_BIN} missing (install Debian's etcd-server, or set ETCD_BIN)")
+    parser = bench_parser(__doc__, "0.3.1")
+    go = [f"{add_del.CNI_BIN}/{p}" for p in ("bridge", "macvlan", "host-local")]
+    args = checked_args(parser, [*go, (ETCD_BIN, "install Debian's etcd-server, or set ETCD_BIN")])
+    multus_cni = add_del.multus_cni_path(parser)
     with tempfile.TemporaryDirectory(prefix="multipy-bench-seed-") as tmp:
         write_subnet_env(f"{tmp}/subnet.env")
         os.mkdir(f"{tmp}/no-binaries")
