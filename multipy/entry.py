@@ -90,10 +90,7 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
         log=log,
         binary_types=conf.binary_types,
     )
-    if services.ipam is None:
-        services.ipam = chain.ipam  # native delegates run their IPAM, native or binary, through the chain
-    if services.delegate is None:
-        services.delegate = lambda inv, conf: chain.call(conf, inv)
+    chain.serve(services)
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
     return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error))
 

@@ -77,6 +77,13 @@ class Chain:
         self.base_env = base_env
         self.binary_types = binary_types
 
+    def serve(self, services: Services) -> None:
+        """Let native plugins run IPAM and other delegates through this chain (unless a daemon set its own)."""
+        if services.ipam is None:
+            services.ipam = self.ipam
+        if services.delegate is None:
+            services.delegate = lambda inv, conf: self.call(conf, inv)
+
     @contextmanager
     def binaries(self, binary_types):
         """Run `binary_types` as binaries for a while (what a record says its ADD used).

@@ -24,8 +24,6 @@ from .chain import Chain
 from .contract import DELEGATE_GROUP, IPAM_GROUP, Services
 from .registry import Registry
 
-_METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
-
 
 class Handler:
     def __init__(self, plugin_type: str, chain: Chain, group: str) -> None:
@@ -53,10 +51,7 @@ def build(
             raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
         svc = services or Services(netlink=Netlink())
         chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log, binary_types=binary_types)
-        if svc.ipam is None:
-            svc.ipam = chain.ipam
-        if svc.delegate is None:
-            svc.delegate = lambda inv, conf: chain.call(conf, inv)
+        chain.serve(svc)
         return Handler(plugin_type, chain, group)
 
     return make
