@@ -429,6 +429,20 @@ def checked_args(parser: argparse.ArgumentParser, binaries=(), root: bool = True
     return args
 
 
+def python_env_for(args: argparse.Namespace, tmp: str) -> dict:
+    """The environment multipy runs in: as this machine has it, or with --bytecode-cache a cache in `tmp`."""
+    return cached_bytecode_env(tmp) if args.bytecode_cache else clean_env()
+
+
+def publish(samples: dict, args: argparse.Namespace, report) -> int:
+    """report(samples, args, out) as a table; with --json the table goes to stderr and raw samples to stdout."""
+    report(samples, args, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        json.dump({"args": vars(args), "samples_ms": samples}, sys.stdout, indent=1)
+        print()
+    return 0
+
+
 def multus_cni_path(parser: argparse.ArgumentParser) -> str:
     """The multus-cni console script next to this interpreter (the venv's), else on PATH."""
     found = os.path.join(os.path.dirname(sys.executable), "multus-cni")

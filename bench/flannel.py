@@ -33,11 +33,12 @@ from add_del import (
     BenchError,
     Topology,
     bench_parser,
-    cached_bytecode_env,
     checked_args,
     clean_env,
     median,
     p95,
+    publish,
+    python_env_for,
     run,
 )
 
@@ -191,18 +192,13 @@ def main() -> int:
     args = checked_args(bench_parser(__doc__, "1.0.0"), [f"{CNI_BIN}/{p}" for p in ("bridge", "host-local")])
     with tempfile.TemporaryDirectory(prefix="multipy-bench-flannel-") as tmp:
         write_subnet_env(f"{tmp}/subnet.env")
-        cached = cached_bytecode_env(tmp)
-        python_env = cached if args.bytecode_cache else clean_env()
+        python_env = python_env_for(args, tmp)
         try:
             samples = bench(args.runs, args.cni_version, python_env, tmp)
         except BenchError as err:
             print(f"benchmark aborted: {err}", file=sys.stderr)
             return 1
-    report(samples, args, sys.stderr if args.json else sys.stdout)
-    if args.json:
-        json.dump({"args": vars(args), "samples_ms": samples}, sys.stdout, indent=1)
-        print()
-    return 0
+    return publish(samples, args, report)
 
 
 if __name__ == "__main__":

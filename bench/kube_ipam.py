@@ -43,12 +43,13 @@ from add_del import (
     CNI_BIN,
     BenchError,
     bench_parser,
-    cached_bytecode_env,
     checked_args,
     clean_env,
     median,
     p95,
     parse_importtime,
+    publish,
+    python_env_for,
     run,
 )
 
@@ -405,18 +406,13 @@ def main() -> int:
     # IPAM plugins need no namespace: no root needed.
     args = checked_args(parser, [HOST_LOCAL, (ETCD_BIN, "install Debian's etcd-server, or set ETCD_BIN")], root=False)
     with tempfile.TemporaryDirectory(prefix="multipy-bench-kube-ipam-") as tmp:
-        cached = cached_bytecode_env(tmp)
-        python_env = cached if args.bytecode_cache else clean_env()
+        python_env = python_env_for(args, tmp)
         try:
             samples = bench(args, python_env, tmp)
         except (BenchError, EtcdStartError) as err:
             print(f"benchmark aborted: {err}", file=sys.stderr)
             return 1
-    report(samples, args, sys.stderr if args.json else sys.stdout)
-    if args.json:
-        json.dump({"args": vars(args), "samples_ms": samples}, sys.stdout, indent=1)
-        print()
-    return 0
+    return publish(samples, args, report)
 
 
 if __name__ == "__main__":

@@ -42,12 +42,12 @@ from add_del import (
     BenchError,
     Topology,
     bench_parser,
-    cached_bytecode_env,
     checked_args,
-    clean_env,
     median,
     p95,
     parse_importtime,
+    publish,
+    python_env_for,
     run,
 )
 from flannel import flannel_conf
@@ -318,18 +318,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="multipy-bench-seed-") as tmp:
         write_subnet_env(f"{tmp}/subnet.env")
         os.mkdir(f"{tmp}/no-binaries")
-        cached = cached_bytecode_env(tmp)
-        python_env = cached if args.bytecode_cache else clean_env()
+        python_env = python_env_for(args, tmp)
         try:
             samples = bench(args, multus_cni, python_env, tmp)
         except (BenchError, EtcdStartError) as err:
             print(f"benchmark aborted: {err}", file=sys.stderr)
             return 1
-    report(samples, args, sys.stderr if args.json else sys.stdout)
-    if args.json:
-        json.dump({"args": vars(args), "samples_ms": samples}, sys.stdout, indent=1)
-        print()
-    return 0
+    return publish(samples, args, report)
 
 
 if __name__ == "__main__":
