@@ -212,14 +212,23 @@ def parse_range_set(value, path: str) -> RangeSet:
                 f"{path}[{n}]: mixed address families: {r.subnet} is IPv{r.family} "
                 f"but {path}[0] ({ranges[0].subnet}) is IPv{ranges[0].family}",
             )
-    for i, a in enumerate(ranges):
-        for j in range(i + 1, len(ranges)):
-            if a.overlaps(ranges[j]):
-                raise CNIError(
-                    INVALID_NETWORK_CONFIG,
-                    f"{path}[{j}]: subnets {a} and {ranges[j]} overlap ({path}[{i}] and {path}[{j}])",
-                )
+    clash = _first_overlap(ranges)
+    if clash:
+        i, j = clash
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"{path}[{j}]: subnets {ranges[i]} and {ranges[j]} overlap ({path}[{i}] and {path}[{j}])",
+        )
     return RangeSet(ranges, path)
+
+
+def _first_overlap(items) -> tuple[int, int] | None:
+    """The first pair (i, j), i < j, of `items` (Ranges or RangeSets) that overlap, or None."""
+    for i, a in enumerate(items):
+        for j in range(i + 1, len(items)):
+            if a.overlaps(items[j]):
+                return i, j
+    return None
 
 
 def _list(value, path: str) -> list:
@@ -266,11 +275,11 @@ def range_sets(ipam: dict, runtime_config: dict | None, cni_version: str) -> lis
                 f"CNI version {cni_version or '0.1.0'} does not support more than 1 address per family: "
                 f"{', '.join(same)} are all IPv{family} (use cniVersion 0.3.0 or later)",
             )
-    for i, a in enumerate(sets):
-        for j in range(i + 1, len(sets)):
-            if a.overlaps(sets[j]):
-                raise CNIError(
-                    INVALID_NETWORK_CONFIG,
-                    f"range set {i} overlaps with {j}: {sets[j].source} ({sets[j]}) overlaps {a.source} ({a})",
-                )
+    clash = _first_overlap(sets)
+    if clash:
+        i, j = clash
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f"range set {i} overlaps with {j}: {sets[j].source} ({sets[j]}) overlaps {sets[i].source} ({sets[i]})",
+        )
     return sets
