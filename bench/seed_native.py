@@ -14,6 +14,9 @@ containerd would, under `ip netns exec <node>`:
                dynamic   a new web pod each cycle, no annotation
                fixed     database-1's annotations (kube-ipam.ip 10.188.0.218): the same pod name
                          every cycle with a new container ID, so ADD re-binds its address, DEL unbinds
+               api       the dynamic row with the meta plugin's own `kubeconfig`: the local Kubernetes
+                         API (in the node namespace) serves the pod; ADD reads it (1 GET), writes its
+                         network-status (1 PATCH of pods/status) and posts 2 AddedInterface events
   in process the native rows through multipy.entry.build in one running interpreter (a worker under
              `ip netns exec <node>`; plugin registry kept, clients made per request as in a process)
   go         bench/add_del.py's two rows: multus-cni with the Go delegates (binaryDelegates bridge,
@@ -54,13 +57,16 @@ from flannel import flannel_conf
 
 from delegates.kube_ipam.pods import ANNOTATIONS_CAPABILITY
 from delegates.kube_ipam.records import PREFIX
+from multipy.k8s.selection import STATUS_ANNOTATION
 from multipy.net.netns import run_in
 from multipy.testing import kernel
 from multipy.testing.etcd import ETCD_BIN, EtcdCluster, EtcdStartError
 from multipy.testing.flannel import DEFAULT_SUBNET_ENV, write_subnet_env
+from multipy.testing.kube_api import KubeAPIServer
 from multipy.testing.topology import SEED_KUBE_IPAM
 
 NATIVE_ROWS = ("dynamic", "fixed")
+API_ROW = "api"
 GO_ROWS = ("multipy", "direct")  # add_del.Sides' names
 FIXED_POD = "database-1"
 FIXED_ANNOTATIONS = {"kube-ipam.ip": "10.188.0.218", "kube-ipam.netmask": "255.255.0.0",
@@ -110,11 +116,14 @@ def check_pod(row: str, pod_ns: str) -> None:
 class Native:
     """One native ADD or DEL through the multus-cni executable, as containerd runs it."""
 
-    def __init__(self, topo: Topology, conf: dict, multus_cni: str, python_env: dict) -> None:
-        self.topo, self.conf, self.multus_cni, self.python_env = topo, conf, multus_cni, python_env
+    def __init__(self, topo: Topology, conf: dict, multus_cni: str, python_env: dict, api: KubeAPIServer) -> None:
+        self.topo, self.conf, self.multus_cni, self.python_env, self.api = topo, conf, multus_cni, python_env, api
 
     def call(self, command: str, row: str, label: str, pod_ns: str, **extra_env: str) -> tuple[float, bytes]:
-        conf, args = pod_request(self.conf, row, label)
+        if row == API_ROW:
+            conf, args = pod_request({**self.conf, "kubeconfig": self.api.kubeconfig}, "dynamic", label)
+        else:
+            conf, args = pod_request(self.conf, row, label)
         env = {**self.python_env, **extra_env, "CNI_COMMAND": command, "CNI_CONTAINERID": f"{self.topo.tag}-{label}",
                "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_ARGS": args,
                "CNI_PATH": self.conf["binDir"]}
@@ -125,13 +134,20 @@ class Native:
     def cycle(self, row: str, label: str, **extra_env: str) -> tuple[float, float, list[bytes]]:
         """One fresh pod: ADD, check, DEL; returns (add ms, del ms, [ADD stderr, DEL stderr])."""
         pod_ns = self.topo.new_pod(label)
+        if row == API_ROW:
+            self.api.add_pod("default", f"web-{label}", uid=f"uid-{label}")
         try:
             add_ms, add_err = self.call("ADD", row, label, pod_ns, **extra_env)
-            check_pod(row, pod_ns)
+            check_pod("dynamic" if row == API_ROW else row, pod_ns)
+            if row == API_ROW and STATUS_ANNOTATION not in self.api.pod("default", f"web-{label}")["metadata"].get(
+                    "annotations", {}):
+                raise BenchError(f"api ADD exited 0 but web-{label} has no {STATUS_ANNOTATION}")
             del_ms, del_err = self.call("DEL", row, label, pod_ns, **extra_env)
             return add_ms, del_ms, [add_err, del_err]
         finally:
             self.topo.drop_pod(pod_ns)
+            if row == API_ROW:
+                self.api.delete_pod("default", f"web-{label}")
 
 
 # ---------------------------------------------------------------- in process (a worker inside the node netns)
@@ -230,19 +246,22 @@ def leftovers(where: str, etcd: EtcdCluster, tmp: str) -> list[str]:
 def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
     topo = Topology(f"mps{os.getpid()}")
     etcd = EtcdCluster()
+    os.mkdir(f"{tmp}/kube")
+    api = KubeAPIServer(directory=f"{tmp}/kube")
     try:
         topo.open()
         where = f"/run/netns/{topo.node}"
         run_in(where, etcd.start)  # listens on the node's loopback, where multus-cni runs
-        native = Native(topo, seed_conf(args.cni_version, tmp, etcd.etcd_config()), multus_cni, python_env)
+        run_in(where, api.start)
+        native = Native(topo, seed_conf(args.cni_version, tmp, etcd.etcd_config()), multus_cni, python_env, api)
         go = add_del.Sides(topo, args.cni_version, tmp, multus_cni, python_env)
 
         def cycle(row: str, label: str) -> tuple[float, float]:
-            if row in NATIVE_ROWS:
+            if row in (*NATIVE_ROWS, API_ROW):
                 return native.cycle(row, label)[:2]
             return add_del.cycle(go, row, label, check_links=True)[:2]
 
-        rows = [*NATIVE_ROWS, *GO_ROWS]
+        rows = [*NATIVE_ROWS, API_ROW, *GO_ROWS]
         # Uncounted: creates docker0 and cni0, database-1's reservation, entry-point indexes and conf stamps.
         samples: dict = {"warmup": {row: cycle(row, f"warm-{row[:3]}") for row in rows}}
         samples.update({row: {"ADD": [], "DEL": []} for row in rows})
@@ -262,6 +281,7 @@ def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
             raise BenchError("left behind after every DEL:\n  " + "\n  ".join(problems))
         return samples
     finally:
+        api.close()
         etcd.close()
         problems = topo.close()
         if problems:
@@ -284,6 +304,7 @@ def report(samples: dict, args, out) -> None:
     p("multus-cni, native: flannel (bridge docker0 + host-local) + macvlan/kube-ipam (etcd in the node)")
     row("web pod, dynamic net1 (no annotation)", samples["dynamic"])
     row(f"{FIXED_POD}, fixed net1 (annotations; new container ID per cycle)", samples["fixed"])
+    row("web pod, dynamic net1, with the API: pod read, network-status, events", samples[API_ROW])
     p("the same, in process: entry.build per request in one interpreter (no start-up, no imports)")
     for name in NATIVE_ROWS:
         row(name, samples["in-process"][name])

@@ -6,6 +6,7 @@ the skeleton, which prints the outcome. Heavy clients are not made here.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from multipy import __version__
@@ -92,7 +93,38 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
     )
     chain.serve(services)
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
-    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error))
+    pods = reporter = None
+    if env.command == "ADD":  # DEL, CHECK, GC and STATUS never need the API
+        # Services.kube, a daemon's, makes (or shares) a client per kubeconfig path.
+        kube = (lambda: services.kube(conf.kubeconfig)) if services.kube is not None else _kube(conf)
+        if kube is not None:
+            from multipy.k8s.report import Reporter
+            from multipy.k8s.resolve import PodNetworks
+
+            pods, reporter = PodNetworks(conf, kube), Reporter(kube, log)
+    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error, pods, reporter))
+
+
+def _kube(conf: multus.MultusConf):
+    """A factory making the API client on first use, or None when the conf has no API (as Multus:
+    its kubeconfig, else the in-cluster service account when KUBERNETES_SERVICE_HOST is set)."""
+    if not conf.kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    made: list = []
+
+    def kube():
+        if not made:
+            from multipy.clients.kube import KubeError, from_kubeconfig
+            from multipy.k8s.errors import cni_error
+
+            try:
+                made.append(from_kubeconfig(conf.kubeconfig, timeout=conf.kube_timeout,
+                                            total_timeout=conf.kube_total_timeout))  # fmt: skip
+            except KubeError as error:
+                raise cni_error(error, "cannot use the Kubernetes API") from None
+        return made[0]
+
+    return kube
 
 
 def main() -> None:

@@ -18,33 +18,22 @@ a dynamic address, since the pod may have asked for a fixed one. Codes:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from multipy.clients.kube import KubeConfigError, KubeError, KubeNotFound, KubeUnauthorized, KubeUnavailable
+from multipy.clients.kube import KubeConfigError, KubeError, KubeNotFound, KubeUnauthorized
 from multipy.cni.env import Environment
-from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CNIError
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, UNKNOWN_CONTAINER, CNIError
 from multipy.ipam.ranges import invalid
+from multipy.k8s import pod as pods
+from multipy.k8s.errors import cni_error
 
 ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 
-
-@dataclass(frozen=True)
-class Pod:
-    namespace: str
-    name: str
-    uid: str = ""
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
+Pod = pods.PodRef
 
 
 def identify(inv: Environment) -> Pod | None:
     """The pod of CNI_ARGS; None unless both namespace and name are given (podman passes only a name)."""
-    namespace, name = inv.arg("K8S_POD_NAMESPACE"), inv.arg("K8S_POD_NAME")
-    if not (namespace and name):
-        return None
-    return Pod(namespace, name, inv.arg("K8S_POD_UID"))
+    return pods.identify(inv.arg)
 
 
 def from_runtime(conf: dict) -> dict[str, str] | None:
@@ -62,26 +51,18 @@ def from_runtime(conf: dict) -> dict[str, str] | None:
 
 def from_api(pod: Pod, kube: Callable[[], object], kubeconfig: str) -> dict[str, str]:
     """The pod's annotations as the API server has them now."""
+    doing = f"cannot read pod {pod.ref}'s annotations"
     try:
         obj = kube().get_pod(pod.namespace, pod.name)
     except KubeNotFound:
         raise CNIError(UNKNOWN_CONTAINER, f"pod {pod.ref} does not exist in the Kubernetes API "
                                           f"(read through {kubeconfig}): its annotations cannot be read") from None
-    except KubeUnavailable as error:
-        raise CNIError(TRY_AGAIN_LATER, f"cannot read pod {pod.ref}'s annotations: {error}") from None
     except KubeUnauthorized as error:
-        raise CNIError(INVALID_NETWORK_CONFIG, f"cannot read pod {pod.ref}'s annotations: the credentials of "
-                                               f"ipam.kubeConfig {kubeconfig} were refused: {error}") from None
+        raise CNIError(INVALID_NETWORK_CONFIG, f"{doing}: the credentials of ipam.kubeConfig {kubeconfig} "
+                                               f"were refused: {error}") from None
     except KubeConfigError as error:
         raise CNIError(INVALID_NETWORK_CONFIG, f"ipam.kubeConfig: {error}") from None
     except KubeError as error:
-        raise CNIError(INTERNAL, f"cannot read pod {pod.ref}'s annotations: {error}") from None
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    metadata = metadata if isinstance(metadata, dict) else {}
-    uid = metadata.get("uid") or ""
-    if pod.uid and uid and uid != pod.uid:
-        raise CNIError(UNKNOWN_CONTAINER, f"pod {pod.ref} is now UID {uid}, but this sandbox is for UID {pod.uid} "
-                                          "(a deleted incarnation of the pod): not giving it the pod's addresses")
-    annotations = metadata.get("annotations") or {}
-    return {k: v for k, v in annotations.items() if isinstance(k, str) and isinstance(v, str)} \
-        if isinstance(annotations, dict) else {}
+        raise cni_error(error, doing) from None
+    pods.check_uid(pod, obj)
+    return pods.annotations(obj)

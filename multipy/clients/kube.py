@@ -53,7 +53,11 @@ def _load():
 
 
 def from_kubeconfig(
-    path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT, context: str | None = None
+    path: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    context: str | None = None,
+    total_timeout: float | None = None,
 ) -> Kube:
     """A client from the kubeconfig at `path`; without one, the in-cluster service account when
     KUBERNETES_SERVICE_HOST is set (as Multus does). KUBECONFIG is not consulted: a plugin
@@ -77,7 +81,7 @@ def from_kubeconfig(
     except Exception as error:  # ConfigException, YAML and I/O errors: all mean the same to the caller
         where = f"kubeconfig {path}" if path else "in-cluster configuration"
         raise KubeConfigError(f"cannot load {where}: {_first_line(error)}") from None
-    return Kube(configuration, source=source, timeout=timeout)
+    return Kube(configuration, source=source, timeout=timeout, total_timeout=total_timeout)
 
 
 def _first_line(error: BaseException) -> str:
@@ -91,10 +95,16 @@ class Kube:
     Requests go through the client's ApiClient (its auth, token refresh, TLS and REST layers) with
     the REST paths written here: the generated CoreV1Api module alone costs ~0.8 s to import."""
 
-    def __init__(self, configuration, *, source: str = "", timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self, configuration, *, source: str = "", timeout: float = DEFAULT_TIMEOUT, total_timeout: float | None = None
+    ):
         client, _, urllib3 = _load()
-        if timeout <= 0:
+        if timeout <= 0 or (total_timeout is not None and total_timeout <= 0):
             raise KubeConfigError("timeout must be positive")
+        # A budget for every call of this client together (one CNI ADD): N slow answers in a row
+        # must not add up past what kubelet waits for a sandbox (Multus #1461).
+        self.total_timeout = total_timeout
+        self._deadline = time.monotonic() + total_timeout if total_timeout else None
         # One try per call; client_go_retries would also retry 429s on reads.
         configuration.retries = False
         configuration.client_go_retries = False
@@ -134,13 +144,20 @@ class Kube:
                                     query=query, namespace=namespace)  # fmt: skip
         return listing.get("items") or []
 
-    def patch_pod_status(self, namespace: str, name: str, annotations: dict[str, str | None]) -> dict:
+    def patch_pod_status(
+        self, namespace: str, name: str, annotations: dict[str, str | None], uid: str | None = None
+    ) -> dict:
         """Merges `annotations` into the pod's (None removes a key) through the pods/status
         subresource, as Multus writes network-status. A merge patch needs no resourceVersion,
-        so it cannot conflict with kubelet's own status writes."""
+        so it cannot conflict with kubelet's own status writes. With `uid`, the API server refuses
+        (422, metadata.uid is immutable) to patch another incarnation of the pod: a guard in the
+        same request, not a read-then-write."""
+        metadata: dict = {"annotations": annotations}
+        if uid:
+            metadata["uid"] = uid
         return self._request(
             "PATCH", f'status of pod "{namespace}/{name}"', "/api/v1/namespaces/{namespace}/pods/{name}/status",
-            body={"metadata": {"annotations": annotations}}, content_type="application/merge-patch+json",
+            body={"metadata": metadata}, content_type="application/merge-patch+json",
             namespace=namespace, name=name,
         )  # fmt: skip
 
@@ -209,6 +226,11 @@ class Kube:
         where = f"{verb} {what} on {self.server}"
         if not all(path_params.values()):
             raise KubeError(f"cannot {verb} {what}: empty namespace or name")
+        timeout = self.timeout
+        if self._deadline is not None:
+            timeout = min(timeout, self._deadline - time.monotonic())
+            if timeout <= 0:
+                raise KubeUnavailable(f"{where}: the API time budget of {self.total_timeout:g} s is used up")
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -217,7 +239,7 @@ class Kube:
                 method, path, path_params=path_params, query_params=query or [], header_params=headers, body=body,
                 auth_settings=["BearerToken"],
             )  # fmt: skip
-            response = self._api.call_api(*request, _request_timeout=self.timeout)
+            response = self._api.call_api(*request, _request_timeout=timeout)
             data = response.read()
         except ApiException as error:  # TLS failures arrive as status 0
             raise KubeUnavailable(f"{where}: {' '.join(str(error.reason).split())}") from None
@@ -250,7 +272,8 @@ class Kube:
             text = str(error)
             return "connection refused" if "refused" in text.lower() else f"cannot connect: {text.split(': ', 1)[-1]}"
         if isinstance(error, exceptions.TimeoutError):
-            return f"no answer within {self.timeout:g} s"
+            budget = f" (budget {self.total_timeout:g} s)" if self.total_timeout else ""
+            return f"no answer within {self.timeout:g} s{budget}"
         if isinstance(error, exceptions.ProtocolError):
             return f"connection broken: {_first_line(error)}"
         return _first_line(error)

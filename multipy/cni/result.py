@@ -135,7 +135,7 @@ class Result:
                 fam = ipc.address.version
                 out[key] = _ip_020_wire(ipc, [r for r in self.routes if r.dst.version == fam])
         # types020 has no MarshalJSON, so an empty DNS struct still prints as {}.
-        out["dns"] = _dns_wire(self.dns)
+        out["dns"] = dns_wire(self.dns)
         return out
 
     def _wire_current(self, ip_version: bool, interface_extras: bool, omit_empty_dns: bool) -> dict:
@@ -149,7 +149,7 @@ class Result:
         # Only types100 got the MarshalJSON that drops an empty dns (cni #1039);
         # types040 still prints "dns": {}.
         if not (omit_empty_dns and self.dns.is_empty()):
-            out["dns"] = _dns_wire(self.dns)
+            out["dns"] = dns_wire(self.dns)
         return out
 
 
@@ -199,7 +199,8 @@ _STEPS = {
 # ---- wire output --------------------------------------------------------------
 
 
-def _dns_wire(dns: DNS) -> dict:
+def dns_wire(dns: DNS) -> dict:
+    """DNS as the wire has it (also Multus's network-status shape): empty fields left out."""
     out: dict = {}
     if dns.nameservers:
         out["nameservers"] = list(dns.nameservers)

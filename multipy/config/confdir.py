@@ -50,3 +50,9 @@ def _find(ref: str, conf_dir: str, inherited_version: str | None, path: str) -> 
         if name == ref:
             return network.from_file(file, inherited_version)
     raise ConfigError([Problem(path, f"no network named {ref!r} and no such file in confDir {conf_dir}")])
+
+
+def absent(ref: str, conf_dir: str) -> bool:
+    """No file, directory or conf of that name: `ref` can only name something else (a NAD)."""
+    candidate = ref if os.path.isabs(ref) else os.path.join(conf_dir, ref)
+    return not os.path.lexists(candidate) and "/" not in ref

@@ -15,6 +15,11 @@ DEFAULT_CNI_DIR = "/var/lib/cni/multipy"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_DELEGATE_TIMEOUT = 90.0  # seconds; kubelet gives the whole sandbox 4 minutes
 DEFAULT_READINESS_TIMEOUT = 45.0  # Multus polls its readiness file this long
+DEFAULT_KUBE_TIMEOUT = 10.0  # seconds per API request
+DEFAULT_KUBE_TOTAL_TIMEOUT = 30.0  # seconds for all API requests of one ADD
+DEFAULT_MULTUS_NAMESPACE = "kube-system"
+DEFAULT_SYSTEM_NAMESPACES = ("kube-system",)
+DEFAULT_GLOBAL_NAMESPACES = ("default",)
 
 # Keys a runtime adds per request; they are not the operator's and vary per pod.
 RUNTIME_KEYS = ("runtimeConfig", "prevResult", "args")
@@ -22,9 +27,14 @@ RUNTIME_KEYS = ("runtimeConfig", "prevResult", "args")
 
 @dataclass(frozen=True)
 class Delegate:
-    network: network.Network
+    network: network.Network | None  # None: `ref` is not in confDir and may be a NAD (resolved per pod)
     master: bool
     interface: str | None = None  # the ifname the delegate asks for, if any
+    ref: str | None = None  # the clusterNetwork/defaultNetworks entry it came from
+
+    @property
+    def name(self) -> str:
+        return self.network.name if self.network is not None else str(self.ref)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,17 @@ class MultusConf:
     delegate_timeout: float = DEFAULT_DELEGATE_TIMEOUT
     # Types run from binDir/CNI_PATH even where a native plugin of that name exists (keep a Go bridge, say).
     binary_types: frozenset[str] = frozenset()
+    multus_namespace: str = DEFAULT_MULTUS_NAMESPACE
+    system_namespaces: tuple[str, ...] = DEFAULT_SYSTEM_NAMESPACES
+    namespace_isolation: bool = False
+    global_namespaces: tuple[str, ...] = DEFAULT_GLOBAL_NAMESPACES
+    kube_timeout: float = DEFAULT_KUBE_TIMEOUT
+    kube_total_timeout: float = DEFAULT_KUBE_TOTAL_TIMEOUT
+
+    @property
+    def resolved(self) -> tuple[Delegate, ...]:
+        """The delegates known without the API (a NAD-only clusterNetwork is not among them)."""
+        return tuple(d for d in self.delegates if d.network is not None)
 
     @property
     def master(self) -> Delegate:
@@ -94,9 +115,19 @@ def _resolve(doc: dict) -> tuple[Delegate, ...]:
     conf_dir = doc.get("confDir", DEFAULT_CONF_DIR)
     refs = [("$.clusterNetwork", doc["clusterNetwork"])]
     refs += [(child("$.defaultNetworks", i), r) for i, r in enumerate(doc.get("defaultNetworks", []))]
-    return tuple(
-        Delegate(confdir.find(ref, conf_dir, version, path), master=(i == 0)) for i, (path, ref) in enumerate(refs)
-    )
+    # With an API, a name missing from confDir may be a NetworkAttachmentDefinition: that is
+    # settled per pod. A file that exists but is broken is an error either way.
+    may_be_nad = bool(doc.get("kubeconfig"))
+    delegates = []
+    for i, (path, ref) in enumerate(refs):
+        try:
+            found = confdir.find(ref, conf_dir, version, path)
+        except ConfigError:
+            if not (may_be_nad and confdir.absent(ref, conf_dir)):
+                raise
+            found = None
+        delegates.append(Delegate(found, master=(i == 0), ref=ref))
+    return tuple(delegates)
 
 
 def _interface_problems(delegates: tuple[Delegate, ...]) -> list[Problem]:
@@ -156,4 +187,16 @@ def load(doc: dict, stamp_dir: str | None = None) -> MultusConf:
         readiness_timeout=float(doc.get("readinessTimeout", DEFAULT_READINESS_TIMEOUT)),
         delegate_timeout=float(doc.get("delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)),
         binary_types=frozenset(doc.get("binaryDelegates", ())),
+        multus_namespace=doc.get("multusNamespace", DEFAULT_MULTUS_NAMESPACE),
+        system_namespaces=tuple(doc.get("systemNamespaces", DEFAULT_SYSTEM_NAMESPACES)),
+        namespace_isolation=doc.get("namespaceIsolation", False),
+        global_namespaces=_namespaces(doc.get("globalNamespaces", DEFAULT_GLOBAL_NAMESPACES)),
+        kube_timeout=float(doc.get("kubeTimeout", DEFAULT_KUBE_TIMEOUT)),
+        kube_total_timeout=float(doc.get("kubeTotalTimeout", DEFAULT_KUBE_TOTAL_TIMEOUT)),
     )
+
+
+def _namespaces(value) -> tuple[str, ...]:
+    # Multus writes globalNamespaces as one comma-separated string; a list is accepted too.
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(n.strip() for n in items if n.strip())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from multipy.cni.errors import (
     INTERNAL,
@@ -22,12 +23,17 @@ from multipy.cni.errors import (
 from multipy.cni.result import Result
 from multipy.config import network
 from multipy.config.multus import MultusConf
+from multipy.k8s.pod import identify
 from multipy.log import Log
 from multipy.plugins.chain import Chain
 from multipy.plugins.contract import Invocation
 
-from . import plan
+from . import default_route, plan
 from .record import Attachment, CorruptRecord, Record, RecordStore
+
+if TYPE_CHECKING:
+    from multipy.k8s.report import Reporter
+    from multipy.k8s.resolve import PodNetworks
 
 _READINESS_POLL = 0.25  # seconds
 
@@ -48,6 +54,13 @@ class Request:
     cni_args: str = ""
     capability_args: dict | None = None
     cni_version: str | None = None  # the runtime's, for ADD's result; None keeps the master's
+
+    def arg(self, key: str) -> str:
+        for item in self.cni_args.split(";"):
+            name, sep, value = item.partition("=")
+            if sep and name == key:
+                return value
+        return ""
 
 
 def _without_runtime_addresses(cni_args: str) -> str:
@@ -78,17 +91,22 @@ class Orchestrator:
         store: RecordStore,
         log: Log,
         conf_error: CNIError | None = None,
+        pods: PodNetworks | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         # conf_error: the conf on disk is broken; DEL may still work from a record.
+        # pods/reporter: the Kubernetes API, when the conf has one; used by ADD only.
         self.conf = conf
         self.chain = chain
         self.store = store
         self.log = log
         self.conf_error = conf_error
+        self.pods = pods
+        self.reporter = reporter
 
     # -- helpers -------------------------------------------------------------
 
-    def _planned(self, req: Request) -> Record:
+    def _planned(self, req: Request, wanted: list[plan.Wanted] | None = None) -> Record:
         if self.conf_error is not None:
             raise self.conf_error
         return Record(
@@ -98,13 +116,18 @@ class Orchestrator:
             netns=req.netns,
             cni_args=req.cni_args,
             capability_args=dict(req.capability_args or {}),
-            attachments=plan.attachments(self.conf, req.ifname),
+            attachments=plan.attachments(self.conf if wanted is None else wanted, req.ifname),
             binary_types=sorted(self.conf.binary_types),
         )
 
     def _invocation(self, command: str, record: Record, attachment: Attachment, netns: str) -> Invocation:
         args = record.cni_args if attachment.master else _without_runtime_addresses(record.cni_args)
         return Invocation(command, record.container_id, netns, attachment.ifname, args)
+
+    @staticmethod
+    def _capabilities(record: Record, attachment: Attachment) -> dict:
+        # The pod's per-network requests (ips, mac, ...) win over the runtime's for that network.
+        return {**record.capability_args, **attachment.runtime_config}
 
     def _load(self, req: Request) -> Record | None:
         try:
@@ -125,7 +148,7 @@ class Orchestrator:
                 net = network.from_dict(attachment.network)
                 inv = self._invocation("DEL", record, attachment, netns)
                 with self.chain.binaries(record.binary_types):
-                    self.chain.delete(net, inv, record.capability_args, prev)
+                    self.chain.delete(net, inv, self._capabilities(record, attachment), prev, attachment.cni_args)
                 self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
                 continue
             except CNIError as err:
@@ -157,7 +180,8 @@ class Orchestrator:
     def add(self, req: Request) -> Result:
         """The master's result in the runtime's version; on any failure, nothing stays attached."""
         self._wait_ready()
-        record = self._planned(req)
+        pod, pod_uid, wanted = self._pod_networks(req)
+        record = self._planned(req, wanted)
         self._clear_leftovers(req, record)
         self.store.save(record)  # write-ahead: a crash from here on still leaves DEL a record
         started: list[Attachment] = []
@@ -167,20 +191,37 @@ class Orchestrator:
                 net = network.from_dict(attachment.network)
                 inv = self._invocation("ADD", record, attachment, req.netns)
                 try:
-                    result = self.chain.add(net, inv, record.capability_args)
+                    result = self.chain.add(net, inv, self._capabilities(record, attachment), attachment.cni_args)
                 except CNIError as err:
                     raise _context(err, attachment, "ADD failed") from err
                 attachment.result = result.to_json(result.cni_version)
                 self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
+            if default_route.requested(record.attachments):
+                default_route.apply(record.attachments, self.chain.services.netlink, req.netns)
             master = next(a for a in record.attachments if a.master)
             # Converting may fail (an L2-only result has no 0.2.0 form): that too must roll back.
             answer = Result.from_json(master.result)
             answer = answer.convert(req.cni_version or answer.cni_version)
+            if pod is not None and self.reporter is not None:
+                # A pod whose status cannot say what it got is rolled back: kubelet retries the
+                # ADD, and an operator never sees a running pod without its network-status.
+                self.reporter.network_status(pod, pod_uid, record, req.netns)
             self.store.save(record)
         except Exception as exc:
             self._roll_back(record, started, req.netns, exc)
             raise
+        if pod is not None and self.reporter is not None:
+            self.reporter.added_interfaces(pod, pod_uid, record)
         return answer
+
+    def _pod_networks(self, req: Request):
+        """(pod, its UID in the API, the networks it gets); the pod is None without the API."""
+        pod = identify(req.arg)
+        if pod is None or self.pods is None:
+            return None, "", None
+        obj = self.pods.read_pod(pod)
+        wanted = self.pods.wanted(pod, obj)
+        return pod, (obj.get("metadata") or {}).get("uid") or "", wanted
 
     def _roll_back(self, record: Record, started: list[Attachment], netns: str, cause: Exception) -> None:
         self.log.warning("ADD failed (%s); rolling back %d delegate(s)", cause, len(started))
@@ -216,8 +257,16 @@ class Orchestrator:
         record = self._load(req)
         if record is None:
             # No record (or a damaged one): DEL the delegates the current config names,
-            # never "nothing to do" (Multus #1087 leaked addresses that way).
-            record = self._planned(req)
+            # never "nothing to do" (Multus #1087 leaked addresses that way). The networks of
+            # the pod's annotations are not among them: DEL never waits for the API.
+            try:
+                record = self._planned(req)
+            except CNIError as err:
+                if err is self.conf_error:
+                    raise
+                self.log.warning("no attachment record, and the conf names no network usable without the API "
+                                 "(%s): nothing is known to delete", err.msg)  # fmt: skip
+                return
             self.log.info("no attachment record; deleting by the current config")
         failures = self._teardown(record, record.attachments, req.netns)
         if failures:
@@ -244,8 +293,9 @@ class Orchestrator:
                     self.chain.check(
                         net,
                         self._invocation("CHECK", record, attachment, req.netns),
-                        record.capability_args,
+                        self._capabilities(record, attachment),
                         Result.from_json(attachment.result),
+                        attachment.cni_args,
                     )
             except CNIError as err:
                 raise _context(err, attachment, "CHECK failed") from err
@@ -266,7 +316,7 @@ class Orchestrator:
                 live.append(record)
             else:
                 self.store.remove(record.network_name, record.container_id, record.ifname)
-        for delegate in self.conf.delegates:
+        for delegate in self.conf.resolved:
             net = delegate.network
             still_valid = [
                 {"containerID": r.container_id, "ifname": a.ifname}
@@ -285,7 +335,7 @@ class Orchestrator:
         path = self.conf.readiness_file
         if path and not os.path.exists(path):
             raise CNIError(STATUS_UNAVAILABLE, f"readiness indicator file {path} does not exist")
-        for delegate in self.conf.delegates:
+        for delegate in self.conf.resolved:
             net = delegate.network
             try:
                 self.chain.status(net, Invocation("STATUS"))

@@ -23,6 +23,14 @@ class Attachment:
     ifname: str
     master: bool
     result: dict | None = None  # the delegate's ADD result on the wire, in its own version
+    source: str = ""  # the NetworkAttachmentDefinition (namespace/name) it came from, if any
+    runtime_config: dict = field(default_factory=dict)  # per-attachment capability args
+    cni_args: dict = field(default_factory=dict)  # merged into each plugin conf's args.cni
+    default_route: list[str] = field(default_factory=list)
+
+    @property
+    def status_name(self) -> str:
+        return self.source or self.name
 
     @property
     def name(self) -> str:

@@ -40,9 +40,17 @@ def build_conf(
     capability_args: dict | None = None,
     prev_result: Result | None = None,
     extra: dict | None = None,
+    cni_args: dict | None = None,
 ) -> dict:
-    """The stdin a runtime gives one plugin of `net` (libcni buildOneConfig)."""
+    """The stdin a runtime gives one plugin of `net` (libcni buildOneConfig).
+
+    `cni_args` (a pod's per-network "cni-args") are merged into the plugin's args.cni, as Multus does.
+    """
     conf = dict(plugin)
+    if cni_args:
+        args = dict(conf.get("args") or {})
+        args["cni"] = {**(args.get("cni") or {}), **cni_args}
+        conf["args"] = args
     conf["name"] = net.name
     conf["cniVersion"] = net.cni_version
     capabilities = plugin.get("capabilities") or {}
@@ -146,24 +154,28 @@ class Chain:
         result = getattr(plugin, _METHODS[inv.command])(inv, conf)
         return result.convert(version) if inv.command == "ADD" and result is not None else None
 
-    def add(self, net: Network, inv: Invocation, capability_args: dict) -> Result:
+    def add(self, net: Network, inv: Invocation, capability_args: dict, cni_args: dict | None = None) -> Result:
         result: Result | None = None
         for plugin in net.plugins:
-            result = self.call(build_conf(net, plugin, capability_args, result), inv)
+            result = self.call(build_conf(net, plugin, capability_args, result, cni_args=cni_args), inv)
         assert result is not None  # a network has at least one plugin
         return result
 
-    def delete(self, net: Network, inv: Invocation, capability_args: dict, prev: Result | None) -> None:
+    def delete(
+        self, net: Network, inv: Invocation, capability_args: dict, prev: Result | None, cni_args: dict | None = None
+    ) -> None:
         # libcni sends the cached result to DEL from 0.4.0 on; older plugins never saw one.
         prev = prev if prev is not None and supports_command(net.cni_version, "CHECK") else None
         for plugin in reversed(net.plugins):
-            self.call(build_conf(net, plugin, capability_args, prev), inv)
+            self.call(build_conf(net, plugin, capability_args, prev, cni_args=cni_args), inv)
 
-    def check(self, net: Network, inv: Invocation, capability_args: dict, prev: Result) -> None:
+    def check(
+        self, net: Network, inv: Invocation, capability_args: dict, prev: Result, cni_args: dict | None = None
+    ) -> None:
         if net.disable_check or not supports_command(net.cni_version, "CHECK"):
             return
         for plugin in net.plugins:
-            self.call(build_conf(net, plugin, capability_args, prev), inv)
+            self.call(build_conf(net, plugin, capability_args, prev, cni_args=cni_args), inv)
 
     def gc(self, net: Network, inv: Invocation, valid: list[dict]) -> None:
         if net.disable_gc or not supports_command(net.cni_version, "GC"):

@@ -5,7 +5,8 @@ No API server can be installed on the test machines, so this one serves what mul
 on loopback, with bearer-token authentication. It writes a real kubeconfig, so clients go through
 the real `kubernetes` library exactly as on a node. Errors are `Status` objects with the code,
 reason and message wording of kube-apiserver. Faults for tests: stop()/start() (API down), a
-rejected token (401), forbid() (403), failing answers (5xx) and a response delay (timeouts).
+rejected token (401), forbid() (403, on every verb or some), fail_with() (5xx, on every method or
+some) and a response delay (timeouts).
 
     with KubeAPIServer() as api:
         api.add_pod("default", "database-1", annotations={"kube-ipam.ip": "10.188.0.218"})
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,6 +36,8 @@ NAD_KIND = "NetworkAttachmentDefinition"
 _NAME = r"(?P<name>[^/]+)"
 _NS = r"(?P<ns>[^/]+)"
 _UNAUTHENTICATED = {"/version", "/healthz", "/readyz", "/livez"}
+_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
@@ -84,7 +88,9 @@ class KubeAPIServer:
         self.requests: list[Request] = []
         self._accepted = self.token
         self._forbidden = False
+        self._forbidden_verbs: frozenset[str] | None = None  # None: every verb
         self._failure: int | None = None
+        self._failure_methods: frozenset[str] | None = None  # None: every method
         self._lock = threading.RLock()
         self._revision = itertools.count(1000)
         self._pods: dict[tuple[str, str], dict] = {}
@@ -163,13 +169,20 @@ class KubeAPIServer:
     def accept_token(self) -> None:
         self._accepted = self.token
 
-    def forbid(self, on: bool = True) -> None:
-        """Every authenticated request gets 403, as with missing RBAC rules."""
+    def forbid(self, on: bool = True, verbs: Iterable[str] | str | None = None) -> None:
+        """Authenticated requests get 403, as with missing RBAC rules: every request, or only
+        those of `verbs` (Kubernetes verbs: get, list, create, update, patch, delete), e.g.
+        ("patch",) for a role that may read pods but not write their status. Discovery stays
+        readable, as the system:discovery role grants it to everyone authenticated."""
         self._forbidden = on
+        self._forbidden_verbs = _checked(verbs, _VERBS, "verb", str.lower) if on else None
 
-    def fail_with(self, code: int | None) -> None:
-        """Every request gets this HTTP error (500, 503, 429...) as a Status; None ends it."""
+    def fail_with(self, code: int | None, methods: Iterable[str] | str | None = None) -> None:
+        """Requests get this HTTP error (500, 503, 429...) as a Status: every request, or only
+        those of `methods` (HTTP methods, e.g. ("PATCH",) so that status writes fail while
+        reads work); None ends it."""
         self._failure = code
+        self._failure_methods = _checked(methods, _METHODS, "HTTP method", str.upper) if code else None
 
     # -- objects
 
@@ -273,13 +286,16 @@ class KubeAPIServer:
             return 200, _discovery(path)
         if headers.get("Authorization") != f"Bearer {self._accepted}":
             raise ApiError(401, "Unauthorized", "Unauthorized")
-        if self._failure:
+        if self._failure and (self._failure_methods is None or method in self._failure_methods):
             code = self._failure
             reason = {429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout"}.get(code, "InternalError")
             raise ApiError(code, reason, f"Internal error occurred: injected failure {code}")
         handler, match = _route(method, path)
-        if self._forbidden and match is not None:
-            raise _forbidden(self.user, method, match)
+        if handler is None:
+            return 200, _discovery(path)
+        verb = _verb(method, match)
+        if self._forbidden and (self._forbidden_verbs is None or verb in self._forbidden_verbs):
+            raise _forbidden(self.user, verb, match)
         if isinstance(parsed, str):
             raise ApiError(400, "BadRequest", f"the body of the request could not be decoded as JSON: {parsed[:80]!r}")
         with self._lock:
@@ -304,16 +320,28 @@ class KubeAPIServer:
                 f"the body of the request was in an unknown format - accepted media types include: {', '.join(_PATCH_TYPES)}, application/apply-patch+yaml",
             )  # fmt: skip
         patched = _json_patch(pod, body) if content_type == "application/json-patch+json" else _merge(pod, body)
-        wanted = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        metadata = patched.get("metadata") if isinstance(patched, dict) and isinstance(patched.get("metadata"), dict) else {}
+        # kube-apiserver's update path, in its order: the resourceVersion the patched object holds,
+        # then validation, where uid is immutable. A uid in a patch (kubelet's UID precondition) is
+        # checked there, not by storage, so a recreated pod answers 422 Invalid, not 409.
+        wanted = metadata.get("resourceVersion")
         if wanted and wanted != pod["metadata"]["resourceVersion"]:
             raise _conflict(match["name"])
+        uid = metadata.get("uid")
+        if uid and uid != pod["metadata"]["uid"]:
+            raise _uid_immutable(match["name"], uid)
         return 200, self._store_pod(match, pod, patched)
 
     def _update_pod_status(self, match, query, content_type, body):
         pod = self._existing_pod(match)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the request body must be a Pod")
-        if (body.get("metadata") or {}).get("resourceVersion") != pod["metadata"]["resourceVersion"]:
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        # An update's uid is a storage precondition, checked before the resourceVersion.
+        uid = metadata.get("uid")
+        if uid and uid != pod["metadata"]["uid"]:
+            raise _uid_precondition_failed(match["ns"], match["name"], uid, pod["metadata"]["uid"])
+        if metadata.get("resourceVersion") != pod["metadata"]["resourceVersion"]:
             raise _conflict(match["name"])
         return 200, self._store_pod(match, pod, copy.deepcopy(body))
 
@@ -404,14 +432,13 @@ _ROUTES: list[tuple[str, re.Pattern, object]] = [
 
 
 def _route(method: str, path: str):
+    """The handler and the path's match; the handler is None for discovery documents."""
     allowed = False
     for route_method, pattern, handler in _ROUTES:
         match = pattern.match(path)
         if match is None:
             continue
         if route_method == method:
-            if handler is None:
-                return (lambda server, m, q, c, b: (200, _discovery(path))), match
             return handler, match
         allowed = True
     if allowed:
@@ -438,25 +465,65 @@ def _discovery(path: str) -> dict:
     return {"status": "ok"}
 
 
-def _forbidden(user: str, method: str, match) -> ApiError:
+def _verb(method: str, match) -> str:
+    """The RBAC verb of a request, as kube-apiserver's RequestInfo derives it."""
     verb = {"GET": "get", "PATCH": "patch", "PUT": "update", "POST": "create"}.get(method, method.lower())
+    if verb == "get" and match.groupdict().get("name") is None:
+        return "list"
+    return verb
+
+
+def _checked(values: Iterable[str] | str | None, known: frozenset[str], what: str, normal) -> frozenset[str] | None:
+    """A fault filter: None means every one; a typo must not silently filter nothing."""
+    if values is None:
+        return None
+    chosen = frozenset(normal(v) for v in ((values,) if isinstance(values, str) else values))
+    unknown = sorted(chosen - known)
+    if unknown or not chosen:
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown) or '(none given)'}: expected some of {', '.join(sorted(known))}")
+    return chosen
+
+
+def _forbidden(user: str, verb: str, match) -> ApiError:
     path = match.string
     resource = "pods/status" if path.endswith("/status") else "events" if "events" in path else (
         "network-attachment-definitions" if NAD_GROUP in path else "pods")
     group = NAD_GROUP if NAD_GROUP in path else "events.k8s.io" if path.startswith("/apis/events") else ""
     name = match.groupdict().get("name")
-    if name is None and verb == "get":
-        verb = "list"
-    subject = f'{resource.split("/")[0]} "{name}"' if name else resource
+    # NewForbidden names the group-qualified resource without its subresource, then the object.
+    kind = resource.split("/")[0]
+    qualified = f"{kind}.{group}" if group else kind
+    subject = f'{qualified} "{name}"' if name else qualified
     where = f' in the namespace "{match["ns"]}"' if match.groupdict().get("ns") else " at the cluster scope"
     message = f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{where}'
-    return ApiError(403, "Forbidden", message, {"name": name or "", "kind": resource.split("/")[0]})
+    details = {"name": name, "group": group, "kind": kind}
+    return ApiError(403, "Forbidden", message, {k: v for k, v in details.items() if v})
 
 
 def _conflict(name: str) -> ApiError:
     return ApiError(
         409, "Conflict",
         f'Operation cannot be fulfilled on pods "{name}": the object has been modified; please apply your changes to the latest version and try again',
+        {"name": name, "kind": "pods"},
+    )  # fmt: skip
+
+
+def _uid_immutable(name: str, uid: str) -> ApiError:
+    # Pod validation's words (ValidateObjectMetaUpdate), for pods and pods/status alike.
+    problem = f'Invalid value: "{uid}": field is immutable'
+    return ApiError(
+        422, "Invalid", f'Pod "{name}" is invalid: metadata.uid: {problem}',
+        {"name": name, "kind": "Pod", "causes": [{"reason": "FieldValueInvalid", "message": problem, "field": "metadata.uid"}]},
+    )  # fmt: skip
+
+
+def _uid_precondition_failed(namespace: str, name: str, wanted: str, stored: str) -> ApiError:
+    # The storage layer's precondition error, wrapped as a conflict by the registry.
+    return ApiError(
+        409, "Conflict",
+        f'Operation cannot be fulfilled on pods "{name}": StorageError: invalid object, Code: 4, '
+        f"Key: /registry/pods/{namespace}/{name}, ResourceVersion: 0, AdditionalErrorMsg: "
+        f"Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}",
         {"name": name, "kind": "pods"},
     )  # fmt: skip
 

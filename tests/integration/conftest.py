@@ -1,14 +1,21 @@
-"""The seed's 10-multus.conf shape, with the Debian Go plugins as external delegates."""
+"""Shared by the integration tests: the seed's conf shape with the Debian Go plugins as external
+delegates, state readers, and `cluster` (a real etcd and the local Kubernetes API in the node)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
+from multipy.net.netns import run_in
+from multipy.testing.etcd import EtcdCluster
+from multipy.testing.kube_api import KubeAPIServer
 from multipy.testing.topology import seed_delegates
 
 GO_PLUGINS = "/usr/lib/cni"
+PREFIX = "/multipy/ipam/"  # kube-ipam's etcd keys
+POOL = f"{PREFIX}pools/10.188.0.0-16/"  # the seed's net1 pool
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,3 +68,27 @@ def reservations(tmp_path, network: str) -> list[str]:
 def records(tmp_path) -> list[str]:
     directory = tmp_path / "cache"
     return sorted(p.name for p in directory.iterdir() if p.is_file()) if directory.exists() else []
+
+
+@pytest.fixture
+def cluster(node, tmp_path):
+    """etcd and the Kubernetes API, started from inside the node's namespace (so they listen there)."""
+    where = f"/run/netns/{node.name}"
+    etcd = EtcdCluster()
+    api = KubeAPIServer(directory=str(tmp_path / "kube"))
+    (tmp_path / "kube").mkdir()
+    try:
+        run_in(where, etcd.start)
+        run_in(where, api.start)
+        yield Cluster(where, etcd, api)
+    finally:
+        api.close()
+        etcd.close()
+
+
+class Cluster:
+    def __init__(self, where, etcd, api):
+        self.where, self.etcd, self.api = where, etcd, api
+
+    def keys(self) -> dict[str, dict]:
+        return {k: json.loads(v) for k, v in run_in(self.where, self.etcd.keys, PREFIX).items()}

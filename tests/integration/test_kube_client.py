@@ -212,3 +212,150 @@ def test_fake_server_keeps_objects_across_restart_on_the_same_port(kube_api):
     kube_api.start()
     assert kube_api.url == url
     assert _raw(kube_api, "GET", "/api/v1/namespaces/ns/pods/x")[0] == 200
+
+
+# -- UID preconditions: a status write must never land on a recreated pod of the same name
+
+
+def test_patch_pod_status_with_the_pods_uid(kube, kube_api):
+    kube_api.add_pod("db", "database-2", uid="uid-new")
+    pod = kube.patch_pod_status("db", "database-2", {NETWORK_STATUS: "[]"}, uid="uid-new")
+    assert pod["metadata"]["uid"] == "uid-new" and pod["metadata"]["annotations"] == {NETWORK_STATUS: "[]"}
+    assert kube_api.requests[-1].body == {"metadata": {"annotations": {NETWORK_STATUS: "[]"}, "uid": "uid-new"}}
+
+
+def test_patch_pod_status_of_a_recreated_pod_is_refused_as_kube_apiserver_refuses_it(kube, kube_api):
+    """database-2 deleted and recreated: the old incarnation's uid is immutable metadata to the new
+    one. A patch carries no storage precondition, so kube-apiserver's answer is validation's 422."""
+    kube_api.add_pod("db", "database-2", uid="uid-old", annotations={"a": "1"})
+    kube_api.delete_pod("db", "database-2")
+    before = kube_api.add_pod("db", "database-2", uid="uid-new", annotations={"a": "1"})
+    with pytest.raises(KubeError) as caught:
+        kube.patch_pod_status("db", "database-2", {NETWORK_STATUS: "[]"}, uid="uid-old")
+    assert (caught.value.status, caught.value.reason) == (422, "Invalid")
+    assert str(caught.value).endswith(
+        'HTTP 422: Pod "database-2" is invalid: metadata.uid: Invalid value: "uid-old": field is immutable'
+    )
+    assert kube_api.pod("db", "database-2") == before  # nothing written, not even a new resourceVersion
+
+
+@pytest.mark.parametrize("path", ["/api/v1/namespaces/db/pods/x", "/api/v1/namespaces/db/pods/x/status"])
+def test_fake_server_uid_in_a_patch_is_validated_as_immutable(kube_api, path):
+    kube_api.add_pod("db", "x", uid="uid-1")
+    status, _, payload = _raw(kube_api, "PATCH", path, {"metadata": {"uid": "uid-0"}}, "application/merge-patch+json")
+    assert status == 422
+    assert json.loads(payload) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'Pod "x" is invalid: metadata.uid: Invalid value: "uid-0": field is immutable', "reason": "Invalid",
+        "details": {"name": "x", "kind": "Pod", "causes": [
+            {"reason": "FieldValueInvalid", "message": 'Invalid value: "uid-0": field is immutable', "field": "metadata.uid"}]},
+        "code": 422,
+    }  # fmt: skip
+    # A JSON patch reaches the same check; the uid's own value passes, and so does removing it.
+    ops = [{"op": "replace", "path": "/metadata/uid", "value": "uid-0"}]
+    assert _raw(kube_api, "PATCH", path, ops, "application/json-patch+json")[0] == 422
+    same = [{"op": "replace", "path": "/metadata/uid", "value": "uid-1"}, {"op": "add", "path": "/metadata/labels", "value": {"k": "v"}}]
+    assert _raw(kube_api, "PATCH", path, same, "application/json-patch+json")[0] == 200
+    assert _raw(kube_api, "PATCH", path, {"metadata": {"uid": None}}, "application/merge-patch+json")[0] == 200
+    assert kube_api.pod("db", "x")["metadata"]["uid"] == "uid-1"
+
+
+def test_fake_server_a_stale_resource_version_is_checked_before_the_uid(kube_api):
+    kube_api.add_pod("db", "x", uid="uid-1")
+    body = {"metadata": {"uid": "uid-0", "resourceVersion": "1"}}
+    status, _, payload = _raw(kube_api, "PATCH", "/api/v1/namespaces/db/pods/x/status", body, "application/merge-patch+json")
+    assert status == 409 and "the object has been modified" in json.loads(payload)["message"]
+
+
+def test_fake_server_uid_in_an_update_is_a_storage_precondition(kube_api):
+    kube_api.add_pod("db", "x", uid="uid-1")
+    stale_incarnation = kube_api.pod("db", "x")
+    stale_incarnation["metadata"]["uid"] = "uid-0"
+    status, _, payload = _raw(kube_api, "PUT", "/api/v1/namespaces/db/pods/x/status", stale_incarnation)
+    assert status == 409
+    assert json.loads(payload)["message"] == (
+        'Operation cannot be fulfilled on pods "x": StorageError: invalid object, Code: 4, Key: /registry/pods/db/x, '
+        "ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: uid-0, UID in object meta: uid-1"
+    )
+    assert json.loads(payload)["reason"] == "Conflict"
+
+
+# -- faults on some requests only
+
+
+def test_fail_with_only_some_methods(kube, kube_api):
+    kube_api.add_pod("db", "database-1")
+    kube_api.fail_with(500, methods=("PATCH",))
+    assert kube.get_pod("db", "database-1")["metadata"]["name"] == "database-1"
+    assert kube.create_event("db", "database-1", "AddedInterface", "Add net1 [] from x")
+    with pytest.raises(KubeUnavailable, match="HTTP 500: Internal error occurred: injected failure 500"):
+        kube.patch_pod_status("db", "database-1", {NETWORK_STATUS: "[]"})
+    kube_api.fail_with(503, methods="get")  # one method as a string, any case
+    with pytest.raises(KubeUnavailable, match="HTTP 503"):
+        kube.get_pod("db", "database-1")
+    assert kube.patch_pod_status("db", "database-1", {NETWORK_STATUS: "[]"})
+    kube_api.fail_with(None)
+    assert kube.get_pod("db", "database-1")
+    kube_api.fail_with(500)  # the default is still every request
+    with pytest.raises(KubeUnavailable):
+        kube.create_event("db", "database-1", "AddedInterface", "Add net1 [] from x")
+
+
+def test_forbid_only_some_verbs_with_the_servers_words(kube, kube_api):
+    kube_api.add_pod("db", "database-1")
+    kube_api.add_nad("db", "macvlan-conf", {"type": "macvlan"})
+    kube_api.forbid(verbs=("patch",))
+    assert kube.get_pod("db", "database-1")
+    assert kube.list_network_attachment_definitions("db")
+    with pytest.raises(KubeUnauthorized) as caught:
+        kube.patch_pod_status("db", "database-1", {NETWORK_STATUS: "[]"})
+    assert caught.value.status == 403 and caught.value.reason == "Forbidden"
+    assert str(caught.value).endswith(
+        'HTTP 403: pods "database-1" is forbidden: User "system:serviceaccount:kube-system:multus" cannot patch '
+        'resource "pods/status" in API group "" in the namespace "db"'
+    )
+    kube_api.forbid(verbs=["create", "list"])
+    with pytest.raises(KubeUnauthorized, match='events is forbidden: User ".*" cannot create resource "events" in API group ""'):
+        kube.create_event("db", "database-1", "AddedInterface", "Add net1 [] from x")
+    with pytest.raises(KubeUnauthorized) as caught:
+        kube.list_network_attachment_definitions("db")
+    assert str(caught.value).endswith(
+        'HTTP 403: network-attachment-definitions.k8s.cni.cncf.io is forbidden: User '
+        '"system:serviceaccount:kube-system:multus" cannot list resource "network-attachment-definitions" '
+        'in API group "k8s.cni.cncf.io" in the namespace "db"'
+    )
+    assert kube.get_network_attachment_definition("db", "macvlan-conf")  # get is not list
+    kube_api.forbid(False)
+    assert kube.patch_pod_status("db", "database-1", {NETWORK_STATUS: "[]"})
+
+
+def test_fault_filters_refuse_typos(kube_api):
+    with pytest.raises(ValueError, match="unknown verb.* pach"):
+        kube_api.forbid(verbs=("pach",))
+    with pytest.raises(ValueError, match="unknown HTTP method.* FETCH"):
+        kube_api.fail_with(500, methods=("FETCH",))
+    with pytest.raises(ValueError, match="none given"):
+        kube_api.fail_with(500, methods=())
+
+
+def test_fake_server_discovery_stays_readable_when_forbidden(kube_api):
+    kube_api.forbid()
+    assert _raw(kube_api, "GET", "/api")[0] == 200
+    assert _raw(kube_api, "GET", "/apis")[0] == 200
+    assert _raw(kube_api, "GET", "/api/v1/namespaces/db/pods")[0] == 403
+
+
+def test_fake_server_forbidden_status_as_kube_apiserver_writes_it(kube_api):
+    kube_api.forbid(verbs=("get",))
+    status, _, payload = _raw(kube_api, "GET", "/apis/k8s.cni.cncf.io/v1/namespaces/db/network-attachment-definitions/m")
+    assert status == 403
+    assert json.loads(payload) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'network-attachment-definitions.k8s.cni.cncf.io "m" is forbidden: User '
+                   '"system:serviceaccount:kube-system:multus" cannot get resource "network-attachment-definitions" '
+                   'in API group "k8s.cni.cncf.io" in the namespace "db"',
+        "reason": "Forbidden", "details": {"name": "m", "group": "k8s.cni.cncf.io", "kind": "network-attachment-definitions"},
+        "code": 403,
+    }  # fmt: skip
+    status, _, payload = _raw(kube_api, "GET", "/api/v1/namespaces/db/pods/x/status")
+    assert json.loads(payload)["details"] == {"name": "x", "kind": "pods"}

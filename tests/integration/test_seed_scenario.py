@@ -15,50 +15,20 @@ reaches them on the node's loopback, as a node reaches its cluster.
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 
 import pytest
 
-from multipy.net.netns import run_in
 from multipy.testing import kernel
-from multipy.testing.etcd import EtcdCluster
-from multipy.testing.kube_api import KubeAPIServer
 from multipy.testing.topology import SEED_KUBE_IPAM
 
-from .conftest import records, reservations
+from .conftest import POOL, records, reservations
 
-PREFIX = "/multipy/ipam/"
-POOL = f"{PREFIX}pools/10.188.0.0-16/"
 DATABASES = {
     "database-1": {"kube-ipam.ip": "10.188.0.218", "kube-ipam.netmask": "255.255.0.0", "kube-ipam.gateway": "10.188.0.1"},
     "database-2": {"kube-ipam.ip": "10.188.0.219", "kube-ipam.netmask": "255.255.0.0", "kube-ipam.gateway": "10.188.0.1"},
 }
 WEB = ("web-1", "web-2")
-
-
-@pytest.fixture
-def cluster(node, tmp_path):
-    """etcd and the Kubernetes API, started from inside the node's namespace (so they listen there)."""
-    where = f"/run/netns/{node.name}"
-    etcd = EtcdCluster()
-    api = KubeAPIServer(directory=str(tmp_path / "kube"))
-    (tmp_path / "kube").mkdir()
-    try:
-        run_in(where, etcd.start)
-        run_in(where, api.start)
-        yield Cluster(where, etcd, api)
-    finally:
-        api.close()
-        etcd.close()
-
-
-class Cluster:
-    def __init__(self, where, etcd, api):
-        self.where, self.etcd, self.api = where, etcd, api
-
-    def keys(self) -> dict[str, dict]:
-        return {k: json.loads(v) for k, v in run_in(self.where, self.etcd.keys, PREFIX).items()}
 
 
 def seed_conf(tmp_path, node, cluster, capability: bool, subnet_file: str) -> dict:

@@ -257,18 +257,20 @@ def test_plan_uses_the_runtime_ifname():
 
 def test_plan_honours_explicit_interfaces():
     planned = plan.attachments(conf_of(d("a"), d("b", interface="ext0"), d("c"), d("e", interface="storage")), "eth0")
-    assert [(a.name, a.ifname) for a in planned] == [("a", "eth0"), ("b", "ext0"), ("c", "net1"), ("e", "storage")]
+    # Multus numbers by position in the whole list: `a, b@ext0, c` gives c net2.
+    assert [(a.name, a.ifname) for a in planned] == [("a", "eth0"), ("b", "ext0"), ("c", "net2"), ("e", "storage")]
 
 
-@pytest.mark.parametrize(
-    "delegates, names",
-    [
-        ([d("a"), d("b", interface="net2"), d("c")], [("a", "eth0"), ("b", "net2"), ("c", "net1")]),
-        ([d("a"), d("b", interface="net1"), d("c")], [("a", "eth0"), ("b", "net1"), ("c", "net2")]),
-    ],
-)
-def test_plan_automatic_names_skip_explicit_ones(delegates, names):
-    assert [(a.name, a.ifname) for a in plan.attachments(conf_of(*delegates), "eth0")] == names
+def test_plan_automatic_names_are_positional():
+    planned = plan.attachments(conf_of(d("a"), d("b", interface="net1"), d("c")), "eth0")
+    assert [(a.name, a.ifname) for a in planned] == [("a", "eth0"), ("b", "net1"), ("c", "net2")]
+
+
+def test_plan_explicit_name_taking_a_positional_one_is_refused_before_anything_runs():
+    with pytest.raises(CNIError) as info:
+        plan.attachments(conf_of(d("a"), d("b", interface="net2"), d("c")), "eth0")
+    assert info.value.code == 7
+    assert "'net2' of network 'c' is already used by network 'b'" in info.value.msg
 
 
 def test_master_may_not_name_its_interface():
