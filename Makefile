@@ -14,7 +14,7 @@ test: deps venv
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check multipy delegates tests bench demo
+	$(VENV)/bin/ruff check multipy delegates tests bench demo examples
 
 bench: deps venv
 	$(PY) bench/add_del.py

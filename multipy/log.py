@@ -1,15 +1,21 @@
-"""Logging as Multus configures it (logFile, logLevel, logToStderr), tagged per request.
+"""Logging as Multus configures it (logFile, logLevel, logToStderr), tagged per request, secrets redacted.
 
 The stdlib `logging` module costs ~12 ms to import, a sixth of a CNI exec, and
 with Multus's default level (panic) nothing is ever written. So records go
 through `Log`, which imports logging only when a record passes the threshold.
+
+Every line of the file names the container and the pod, continuation lines of a
+multi-line record (a delegate's stderr, a traceback) included, so `grep <containerID>`
+finds all of a request. Records pass through `redact` on their way out: a delegate's
+stderr or an error text may quote a kubeconfig, a request's headers or a key file.
 """
 
 from __future__ import annotations
 
+from .redact import redact
+
 LEVELS = {"panic": 50, "error": 40, "verbose": 20, "debug": 10}  # logging's CRITICAL..DEBUG
 _ERROR, _WARNING, _INFO, _DEBUG = 40, 30, 20, 10
-_FORMAT = "%(asctime)s %(levelname)s [%(container)s %(pod)s] %(message)s"
 
 
 class Settings:
@@ -36,6 +42,21 @@ class Settings:
 def _build_logger(log_file: str | None, to_stderr: bool, threshold: int):
     import logging
 
+    class TaggedFormatter(logging.Formatter):
+        """Each physical line carries the record's time, level, container and pod; secrets are redacted."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            body = record.getMessage()
+            if record.exc_info:
+                body = f"{body}\n{self.formatException(record.exc_info)}"
+            if record.stack_info:
+                body = f"{body}\n{self.formatStack(record.stack_info)}"
+            head = (
+                f"{self.formatTime(record)} {record.levelname} "
+                f"[{getattr(record, 'container', '-')} {getattr(record, 'pod', '-')}] "
+            )
+            return "\n".join(head + line for line in (redact(body).splitlines() or [""]))
+
     logger = logging.getLogger("multipy")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -49,7 +70,7 @@ def _build_logger(log_file: str | None, to_stderr: bool, threshold: int):
     if to_stderr or not handlers:
         handlers.append(logging.StreamHandler())
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(TaggedFormatter())
         logger.addHandler(handler)
     logger.setLevel(threshold)
     logger.propagate = False

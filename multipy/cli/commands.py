@@ -12,6 +12,8 @@ from multipy.cni.version import SUPPORTED_VERSIONS
 from multipy.config import multus
 from multipy.config.problems import Problem
 
+from .output import echo_json, output_option
+
 # Exit codes for operators and scripts.
 EXIT_INVALID = 1
 EXIT_UNREADABLE = 2
@@ -29,9 +31,12 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True), default="/etc/cni/net.d/10-multus.conf")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@output_option
 def validate(file: str, output: str) -> None:
-    """Check a multus conf FILE and print every problem, each with its JSON path."""
+    """Check a multus conf FILE and print every problem, each with its JSON path.
+
+    Exit codes: 0 valid; 1 problems found; 2 FILE cannot be read.
+    """
     try:
         with click.open_file(file, "rb") as f:
             raw = f.read()
@@ -57,9 +62,14 @@ def validate(file: str, output: str) -> None:
 
 
 @cli.command()
-def versions() -> None:
+@output_option
+def versions(output: str) -> None:
     """Print the CNI spec versions this build supports."""
-    click.echo(" ".join(SUPPORTED_VERSIONS))
+    if output == "json":
+        echo_json({"cniVersions": list(SUPPORTED_VERSIONS), "multipy": __version__})
+    else:
+        click.echo(" ".join(SUPPORTED_VERSIONS))
 
 
-from . import ipam  # noqa: E402, F401 - registers `multipy ipam` on cli
+# Each registers its commands on cli.
+from . import install, ipam, status  # noqa: E402, F401

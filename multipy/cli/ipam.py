@@ -1,11 +1,13 @@
-"""`multipy ipam`: what kube-ipam has reserved in etcd, and releasing it by hand.
+"""`multipy ipam`: what kube-ipam has reserved in etcd, releasing it by hand, and releasing what
+belongs to pods the Kubernetes API no longer has (`gc`, see ipam_gc.py).
 
 The store is found from a conf (`--conf`, the multus conf by default: every
 kube-ipam IPAM of its delegates) or given directly (`--etcd-url` and the TLS
 files), in which case every pool in that etcd is read.
 
 Exit codes: 0 done; 1 no such reservation; 2 bad arguments or an unusable conf;
-3 etcd unreachable; 4 refused, the reservation is in use by a container (see --force).
+3 etcd unreachable; 4 refused, the reservation is in use by a container (see --force);
+5 the Kubernetes API cannot be read (gc).
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from dataclasses import dataclass, field
 import click
 
 from delegates.kube_ipam import config as kube_config
-from delegates.kube_ipam.connect import open_etcd
+from delegates.kube_ipam.connect import KUBE_TIMEOUT, open_etcd
 from delegates.kube_ipam.records import LEGACY_PREFIX, POOLS, Lease, parse_ip, pool_id, subnet_of
 from delegates.kube_ipam.store import Store
+from multipy.clients import kube as kube_client
 from multipy.clients.etcd import EtcdUnavailable
 from multipy.cni.errors import CNIError
 from multipy.config import multus, network
 
+from . import ipam_gc
 from .commands import cli
+from .output import echo_json, output_option
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_IN_USE = 4
+EXIT_API_UNAVAILABLE = 5
 
 DEFAULT_CONF = "/etc/cni/net.d/10-multus.conf"
 LEGACY = "kube-ipam"  # the kind shown for kube-ipam's own (read-only) records
@@ -59,6 +65,7 @@ class Source:
     pools: list[Pool]
     legacy: list[tuple[object, str]]  # (etcd, prefix) where kube-ipam's own records may be
     clients: list = field(default_factory=list)
+    kubeconfigs: list[str] = field(default_factory=list)  # the conf's: its kube-ipam kubeConfigs, else its kubeconfig
 
     def close(self) -> None:
         for client in self.clients:
@@ -68,8 +75,9 @@ class Source:
 # -- finding the store
 
 
-def _kube_ipam_confs(path: str) -> list[dict]:
-    """Every kube-ipam plugin conf of the file, with its network's name, as a runtime hands it over."""
+def _kube_ipam_confs(path: str) -> tuple[list[dict], str]:
+    """Every kube-ipam plugin conf of the file, with its network's name, as a runtime hands it over,
+    and the file's own `kubeconfig` ("" if none)."""
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
@@ -81,7 +89,8 @@ def _kube_ipam_confs(path: str) -> list[dict]:
         raise Failure(EXIT_USAGE, f"{path}: not a JSON object")
     try:
         if "delegates" in doc or "clusterNetwork" in doc:
-            networks = [d.network for d in multus.load(doc).delegates]
+            # A delegate known only as a NetworkAttachmentDefinition (network None) names no store here.
+            networks = [d.network for d in multus.load(doc).delegates if d.network is not None]
         else:
             networks = [network.from_dict(doc)]
     except CNIError as error:
@@ -94,7 +103,8 @@ def _kube_ipam_confs(path: str) -> list[dict]:
                 found.append(dict(plugin, name=net.name, cniVersion=net.cni_version))
     if not found:
         raise Failure(EXIT_USAGE, f"{path}: no delegate uses kube-ipam (give --etcd-url to read a store directly)")
-    return found
+    kubeconfig = doc.get("kubeconfig") if isinstance(doc.get("kubeconfig"), str) else ""
+    return found, kubeconfig
 
 
 def _connect(etcd_config: dict, clients: dict, made: list):
@@ -112,7 +122,9 @@ def _from_conf(path: str) -> Source:
     clients: dict = {}
     made: list = []
     pools: dict[tuple[str, str], Pool] = {}
-    for conf in _kube_ipam_confs(path):
+    confs, top_kubeconfig = _kube_ipam_confs(path)
+    kubeconfigs: list[str] = []
+    for conf in confs:
         try:
             where = kube_config.location(conf)
         except CNIError as error:
@@ -122,9 +134,12 @@ def _from_conf(path: str) -> Source:
         if slot not in pools:
             pools[slot] = Pool(Store(_connect(etcd_config, clients, made), where.subnet))
         pools[slot].networks.add(where.network)
+        named = conf["ipam"].get("kubeConfig")
+        if isinstance(named, str) and named.strip() and named.strip() not in kubeconfigs:
+            kubeconfigs.append(named.strip())
     legacy = sorted({(pool.store.etcd, f"{LEGACY_PREFIX}{n}/used/") for pool in pools.values() for n in pool.networks},
                     key=lambda item: item[1])
-    return Source(list(pools.values()), legacy, made)
+    return Source(list(pools.values()), legacy, made, kubeconfigs or ([top_kubeconfig] if top_kubeconfig else []))
 
 
 def _from_flags(url: str, cert: str | None, key: str | None, ca: str | None) -> Source:
@@ -207,7 +222,13 @@ def _pools_holding(source: Source, ip) -> list[Pool]:
 @click.option("--etcd-ca", type=click.Path(dir_okay=False), help="CA of the etcd server (etcdTrustedCAFileFile).")
 @click.pass_context
 def ipam(ctx, conf_path, etcd_url, etcd_cert, etcd_key, etcd_ca) -> None:
-    """kube-ipam's reservations: list, show and release them."""
+    """kube-ipam's reservations: list, show and release them, and release those of gone pods (gc).
+
+    \b
+    Exit codes: 0 done; 1 no such reservation; 2 bad arguments or an unusable conf;
+    3 etcd unreachable; 4 refused: in use by a container (see release --force);
+    5 the Kubernetes API cannot be read (gc).
+    """
     if (etcd_cert or etcd_key or etcd_ca) and not etcd_url:
         raise click.UsageError("--etcd-cert/--etcd-key/--etcd-ca need --etcd-url")
 
@@ -236,14 +257,11 @@ def _run(ctx, body) -> None:
             source.close()
 
 
-_output = click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-
-
 @ipam.command("ls")
 @click.option("--network", help="Only this network's reservations.")
 @click.option("--pod", callback=lambda c, p, v: _pod_arg(v), help="Only this pod's (namespace/name).")
 @click.option("--kind", type=click.Choice(["fixed", "dynamic", LEGACY]), help="Only this kind.")
-@_output
+@output_option
 @click.pass_context
 def ls(ctx, network, pod, kind, output) -> None:
     """List every reservation (kube-ipam's own records too, as kind kube-ipam)."""
@@ -266,7 +284,7 @@ def ls(ctx, network, pod, kind, output) -> None:
 
 @ipam.command("show")
 @click.argument("ip", callback=lambda c, p, v: _ip_arg(v))
-@_output
+@output_option
 @click.pass_context
 def show(ctx, ip, output) -> None:
     """Show who holds IP."""
@@ -296,7 +314,7 @@ def show(ctx, ip, output) -> None:
 @click.argument("ip", required=False, callback=lambda c, p, v: None if v is None else _ip_arg(v))
 @click.option("--pod", callback=lambda c, p, v: _pod_arg(v), help="Release every fixed reservation of namespace/name.")
 @click.option("--force", is_flag=True, help="Also when a container still uses the address (it must be gone).")
-@_output
+@output_option
 @click.pass_context
 def release(ctx, ip, pod, force, output) -> None:
     """Release IP, or a pod's fixed reservations (--pod), so others may have them.
@@ -333,5 +351,86 @@ def release(ctx, ip, pod, force, output) -> None:
                 click.echo(f"released {row['ip']} ({row['kind']}, {row['pod'] or row['containerID']})")
         if changed:
             raise Failure(EXIT_IN_USE, f"changed while releasing, left alone: {', '.join(r['ip'] for r in changed)}")
+
+    _run(ctx, body)
+
+
+def _pods(kubeconfig: str | None, source: Source) -> ipam_gc.Pods:
+    """Every pod of the cluster, listed once: through --kubeconfig, else the conf's, else in-cluster."""
+    if not kubeconfig and len(source.kubeconfigs) > 1:
+        raise Failure(EXIT_USAGE, f"the conf names several kubeconfigs ({', '.join(source.kubeconfigs)}): "
+                                  "give --kubeconfig")
+    path = kubeconfig or (source.kubeconfigs[0] if source.kubeconfigs else None)
+    try:
+        client = kube_client.from_kubeconfig(path, timeout=KUBE_TIMEOUT)
+    except kube_client.KubeConfigError as error:
+        raise Failure(EXIT_USAGE, f"{error} (give --kubeconfig)") from None
+    try:
+        return ipam_gc.Pods(client.list_pods())
+    except kube_client.KubeError as error:
+        raise Failure(EXIT_API_UNAVAILABLE, f"cannot list pods, nothing released: {error}") from None
+    finally:
+        client.close()
+
+
+_GC_WORDS = {"release": ("released", "would release"), "detach": ("detached", "would detach"),
+             "keep": ("kept", "kept"), "changed": ("left alone, changed since read:", "left alone, changed since read:")}  # fmt: skip
+
+
+@ipam.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only print what would be released.")
+@click.option("--include-fixed", is_flag=True,
+              help="Also release fixed (name-bound) reservations whose pod name no longer exists.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="The cluster to ask.  [default: the conf's kube-ipam kubeConfig, else its kubeconfig, "
+                   "else the in-cluster service account]")
+@output_option
+@click.pass_context
+def gc(ctx, dry_run, include_fixed, kubeconfig, output) -> None:
+    """Release reservations of pods the Kubernetes API no longer has.
+
+    Lists the pods once (all namespaces). A dynamic reservation goes when its pod's
+    namespace/name is gone or, where its pod UID was recorded, names another incarnation.
+    An attachment of a gone container is released as its DEL would have been: a fixed
+    address stays reserved for the pod's name (a recreated StatefulSet pod gets it back)
+    unless --include-fixed and the name is gone. Reservations that record no pod are kept.
+    Each release is one etcd transaction against the revision read, so one that changed
+    meanwhile is left alone.
+
+    \b
+    Exit codes: 0 done (nothing stale included); 2 bad arguments or an unusable conf;
+    3 etcd unreachable; 5 the Kubernetes API cannot be read (unreachable, or the
+    credentials refused): nothing is released.
+    """
+
+    def body(source: Source) -> None:
+        # Reservations first, pods second: see ipam_gc for why this order is safe.
+        snapshot = [(pool, pool.store.leases(), pool.store.owners()) for pool in source.pools]
+        pods = _pods(kubeconfig, source)
+        report: dict[str, list] = {"release": [], "detach": [], "keep": [], "changed": []}
+        for pool, leases, owners in snapshot:
+            todo = ipam_gc.plan(leases, owners, pods, include_fixed)
+            report["keep"] += [(pool, d) for d in todo.decisions if d.verb == "keep"]
+            if dry_run:
+                done, changed = [d for d in todo.decisions if d.verb != "keep"], []
+            else:
+                done, changed = ipam_gc.apply(pool.store, todo)
+            for decision in done:
+                report[decision.verb].append((pool, decision))
+            report["changed"] += [(pool, d) for d in changed]
+        rows = {verb: sorted((dict(_row(pool, d.lease), reason=d.reason) for pool, d in items), key=_sort_key)
+                for verb, items in report.items()}  # fmt: skip
+        if output == "json":
+            echo_json({"dryRun": dry_run, "pods": len(pods), "released": rows["release"],
+                       "detached": rows["detach"], "kept": rows["keep"], "changed": rows["changed"]})  # fmt: skip
+            return
+        for verb in ("release", "detach", "changed", "keep"):
+            word = _GC_WORDS[verb][1 if dry_run else 0]
+            for row in rows[verb]:
+                click.echo(f"{word} {row['ip']} ({row['kind']}, {row['pod'] or row['containerID'] or '-'}): "
+                           f"{row['reason']}")
+        counts = ", ".join(f"{len(rows[v])} {_GC_WORDS[v][1 if dry_run else 0].split(',')[0]}"
+                           for v in ("release", "detach", "changed", "keep"))  # fmt: skip
+        click.echo(f"{counts}; {len(pods)} pod(s) listed{' (dry run: nothing changed)' if dry_run else ''}", err=True)
 
     _run(ctx, body)

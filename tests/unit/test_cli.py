@@ -245,3 +245,14 @@ def test_script_as_cli_does_import_click():
     _, modules = _imported_modules({})
     assert "click" in modules
     assert "multipy.cli.commands" in modules
+
+
+def test_versions_as_json():
+    result = CliRunner().invoke(cli, ["versions", "-o", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["cniVersions"] == ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+
+
+def test_versions_rejects_a_bad_output_format():
+    result = CliRunner().invoke(cli, ["versions", "-o", "yaml"])
+    assert result.exit_code == 2 and "'yaml' is not one of" in result.output

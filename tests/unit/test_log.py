@@ -1,11 +1,16 @@
-"""Logging: Multus's keys, per-request tags, appending, and no logging import when nothing is written."""
+"""Logging: Multus's keys, per-request tags on every line, appending, redaction, and no logging import
+when nothing is written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
+
 from multipy.log import Log, Settings
+from multipy.redact import redact
 
 
 def test_records_carry_container_and_pod_and_are_appended(tmp_path):
@@ -46,3 +51,113 @@ def test_logging_is_not_imported_when_nothing_is_written():
         "Log(s).info('x'); assert 'logging' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- every line tagged, secrets redacted ---------------------------------------------------
+
+TOKEN = "4f1c2a9be0d34c7f8a61b2c3d4e5f607"
+
+
+def _logged(tmp_path, *messages, level="debug", exc=False) -> list[str]:
+    path = tmp_path / "multipy.log"
+    settings = Settings()
+    settings.configure(str(path), level, False)
+    log = Log(settings, "c0ffee", "default", "web-1")
+    for message in messages:
+        log.debug("%s", message)
+    if exc:
+        try:
+            raise ValueError(f"Authorization: Bearer {TOKEN}")
+        except ValueError:
+            log.exception("delegate crashed")
+    return path.read_text().splitlines()
+
+
+def test_every_line_of_a_multi_line_record_carries_container_and_pod(tmp_path):
+    lines = _logged(tmp_path, "bridge stderr: first\nsecond\r\nthird", exc=True)
+    assert len(lines) > 4  # the traceback spans several lines
+    assert all(" [c0ffee default/web-1] " in line for line in lines), lines
+    assert lines[0].endswith("DEBUG [c0ffee default/web-1] bridge stderr: first")
+    assert lines[1].endswith("DEBUG [c0ffee default/web-1] second")
+    assert any(line.endswith("ValueError: Authorization: [REDACTED]") for line in lines)
+
+
+KUBECONFIG_YAML = f"""apiVersion: v1
+users:
+- name: multus
+  user:
+    token: {TOKEN}
+    client-key-data: TFMwdExTMUNSVWRKVGlCU1UwRWdVRkpKVmtGVVJTQkxSVmt0TFMwdExRbz0=
+"""
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA" + "x" * 40 + "\n-----END RSA PRIVATE KEY-----"
+
+
+@pytest.mark.parametrize(
+    "message, secret, kept",
+    [
+        (f"Authorization: Bearer {TOKEN}", TOKEN, "Authorization: [REDACTED]"),
+        (f"{{'authorization': 'Basic {TOKEN}'}}", TOKEN, "'authorization': '[REDACTED]'"),
+        (f"header bearer {TOKEN}", TOKEN, "bearer [REDACTED]"),
+        (json.dumps({"user": {"token": TOKEN}}), TOKEN, '{"user": {"token": "[REDACTED]"}}'),
+        (
+            json.dumps({"password": "hunter2!", "etcdKeyFile": "/etc/k.pem"}),
+            "hunter2!",
+            '{"password": "[REDACTED]", "etcdKeyFile": "/etc/k.pem"}',
+        ),
+        (json.dumps({"apiKey": TOKEN}), TOKEN, '"apiKey": "[REDACTED]"'),
+        (json.dumps({"spec": {"config": json.dumps({"token": TOKEN})}}), TOKEN, '\\"token\\": \\"[REDACTED]\\"'),
+        (KUBECONFIG_YAML, TOKEN, "    token: [REDACTED]"),
+        (KUBECONFIG_YAML, "TFMwdExTMUNS", "    client-key-data: [REDACTED]"),
+        (f"GET /x?token={TOKEN}&watch=1", TOKEN, "token=[REDACTED]&watch=1"),
+        (
+            PEM + "\n-----BEGIN CERTIFICATE-----\nMIIcert\n-----END CERTIFICATE-----",
+            "MIIEowIBAAKCAQEA",
+            "[REDACTED] PRIVATE KEY\n-----BEGIN CERTIFICATE-----\nMIIcert",
+        ),
+        (json.dumps({"key": PEM}), "MIIEowIBAAKCAQEA", '{"key": "[REDACTED]"}'),
+        (
+            "tail: -----BEGIN PRIVATE KEY-----\nMIIEowIBAAKCAQEA cut off",
+            "MIIEowIBAAKCAQEA",
+            "tail: [REDACTED] PRIVATE KEY",
+        ),
+    ],
+)
+def test_redact(message, secret, kept):
+    out = redact(message)
+    assert secret not in out
+    assert kept in out
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "$.delegates[1].ipam.etcdConfig.etcdKeyFile: cannot read /etc/kubernetes/ssl/kubernetes-key.pem",
+        "ipam: unknown key(s) 'thatkey' (kube-ipam knows etcdConfig, kubeConfig)",
+        'delegate "k8snet2" (macvlan on net1) ADD failed: Link not found',
+        "kube-ipam: the credentials of ipam.kubeConfig /etc/k.kubeconfig were refused: HTTP 401: Unauthorized",
+        "clients with bearer tokens; authorization failed: forbidden",
+        json.dumps({"etcdCertFile": "/c.pem", "etcdKeyFile": "/k.pem", "tokenFile": "/t"}),
+    ],
+)
+def test_redact_leaves_ordinary_records_alone(message):
+    assert redact(message) == message
+
+
+def test_no_secret_reaches_the_file(tmp_path):
+    lines = _logged(tmp_path, KUBECONFIG_YAML, f"Authorization: Bearer {TOKEN}", PEM, exc=True)
+    text = "\n".join(lines)
+    assert TOKEN not in text and "MIIEowIBAAKCAQEA" not in text and "TFMwdExTMUNS" not in text
+    assert "[REDACTED]" in text
+
+
+def test_the_file_is_appended_to_across_settings_and_processes(tmp_path):
+    path = tmp_path / "multipy.log"
+    for n in range(2):
+        code = (
+            "import sys; from multipy.log import Log, Settings; s = Settings(); "
+            f"s.configure({str(path)!r}, 'verbose', False); Log(s, 'c{n}', 'ns', 'p{n}').info('run {n}')"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+    lines = path.read_text().splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["run 0", "run 1"]
+    assert "[c0 ns/p0]" in lines[0] and "[c1 ns/p1]" in lines[1]
