@@ -34,6 +34,15 @@ KNOWN_ARGS = frozenset(
 )
 
 
+def cni_arg(args: str, key: str, default: str = "") -> str:
+    """One value of a CNI_ARGS string (`K1=V1;K2=V2`)."""
+    for item in args.split(";"):
+        name, sep, value = item.partition("=")
+        if sep and name == key:
+            return value
+    return default
+
+
 @dataclass(frozen=True)
 class Environment:
     """The CNI_* values of one call: the runtime's to multipy, or multipy's to one delegate."""
@@ -47,11 +56,7 @@ class Environment:
 
     def arg(self, key: str, default: str = "") -> str:
         """One CNI_ARGS value (the pairs were checked when the environment was loaded)."""
-        for item in self.args.split(";"):
-            name, sep, value = item.partition("=")
-            if sep and name == key:
-                return value
-        return default
+        return cni_arg(self.args, key, default)
 
     def environ(self) -> dict[str, str]:
         return {

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from multipy.cni.env import cni_arg
 from multipy.cni.errors import (
     INTERNAL,
     NO_ATTACHMENT_RECORD,
@@ -28,7 +29,7 @@ from multipy.log import Log
 from multipy.plugins.chain import Chain
 from multipy.plugins.contract import Invocation
 
-from . import default_route, plan
+from . import plan
 from .record import Attachment, CorruptRecord, Record, RecordStore
 
 if TYPE_CHECKING:
@@ -56,11 +57,7 @@ class Request:
     cni_version: str | None = None  # the runtime's, for ADD's result; None keeps the master's
 
     def arg(self, key: str) -> str:
-        for item in self.cni_args.split(";"):
-            name, sep, value = item.partition("=")
-            if sep and name == key:
-                return value
-        return ""
+        return cni_arg(self.cni_args, key)
 
 
 def _without_runtime_addresses(cni_args: str) -> str:
@@ -196,7 +193,9 @@ class Orchestrator:
                     raise _context(err, attachment, "ADD failed") from err
                 attachment.result = result.to_json(result.cni_version)
                 self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
-            if default_route.requested(record.attachments):
+            if any(a.default_route for a in record.attachments):
+                from . import default_route  # netlink and socket: only for pods that ask
+
                 default_route.apply(record.attachments, self.chain.services.netlink, req.netns)
             master = next(a for a in record.attachments if a.master)
             # Converting may fail (an L2-only result has no 0.2.0 form): that too must roll back.

@@ -17,10 +17,6 @@ from .record import Attachment
 _ANY = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 
 
-def requested(attachments: list[Attachment]) -> bool:
-    return any(a.default_route for a in attachments)
-
-
 def apply(attachments: list[Attachment], netlink, netns: str) -> None:
     for chosen in (a for a in attachments if a.default_route):
         try:
