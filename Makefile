@@ -3,18 +3,20 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl
+DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl strace
 
 .PHONY: demo test lint bench deps venv clean
 
 demo: deps venv
 	$(PY) demo/seed.py
 
-test: deps venv
+# The import contracts are part of the test command, so CI fails when a layer is crossed.
+test: deps venv lint
 	$(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check multipy delegates tests bench demo examples
+	$(VENV)/bin/lint-imports
 
 bench: deps venv
 	$(PY) bench/add_del.py

@@ -15,10 +15,10 @@ enter no namespace, so CNI_NETNS is any string and no root is needed. Rows:
                   fixed      they ask for kube-ipam.ip: the same pod name every cycle, so ADD re-binds
                              the pod's name-bound address and DEL unbinds it (a recreated pod)
                   fixed API  no capability: the annotations are read from the API via ipam.kubeConfig
-  in process    one KubeIpam instance kept across requests, as a daemon would, called directly
-                (add + result.to_json, delete) in a worker process; the same three cases with
-                clients made and closed per request (Services() empty), then with clients made
-                once (Services.etcd / Services.kube factories that cache by their argument)
+  in process    KubeIpam called directly (add + result.to_json, delete) in a worker process; the
+                same three cases with a fresh ClientPool per request, closed after it (what a
+                one-shot process's Services has), then with one ClientPool kept across requests
+                (Services.etcd / Services.kube from it), as a daemon keeps it
   go            /usr/lib/cni/host-local on the same range, files in a temp dataDir
 
 Then start-up: `python -c pass`, and fresh interpreters importing what connect() loads
@@ -187,37 +187,26 @@ def own_process(execs: Execs, runs: int) -> dict:
 # ---------------------------------------------------------------- in-process rows (a worker process)
 
 
-class Cached:
-    """A Services factory that makes one client per argument and hands that one out from then on."""
-
-    def __init__(self, factory) -> None:
-        self.factory = factory
-        self.made: dict[str, object] = {}
-
-    def __call__(self, argument):
-        key = json.dumps(argument, sort_keys=True)
-        if key not in self.made:
-            self.made[key] = self.factory(argument)
-        return self.made[key]
-
-    def close(self) -> None:
-        made, self.made = self.made, {}
-        for client in made.values():
-            client.close()
-
-
 def worker(params: dict) -> dict:
     """Times KubeIpam.add (+ result.to_json) and .delete in this process, one plugin per mode kept throughout."""
     from delegates.kube_ipam import KubeIpam
-    from delegates.kube_ipam.connect import open_etcd, open_kube
+    from multipy.clients.pool import ClientPool
     from multipy.cni.env import Environment
     from multipy.plugins.contract import Services
 
     version, runs, tag = params["cniVersion"], params["runs"], params["tag"]
     samples: dict = {}
     for mode in IN_PROCESS_MODES:
-        factories = [Cached(open_etcd), Cached(open_kube)] if mode == "reused" else []
-        plugin = KubeIpam(Services(etcd=factories[0], kube=factories[1]) if factories else Services())
+        kept = ClientPool() if mode == "reused" else None
+
+        def call(method: str, inv, conf, kept=kept):
+            clients = kept or ClientPool()
+            try:
+                return getattr(KubeIpam(Services(etcd=clients.etcd, kube=clients.kube)), method)(inv, conf)
+            finally:
+                if clients is not kept:
+                    clients.close()
+
         cases = {row: Case(**c) for row, c in params["cases"][mode].items()}
         confs = {row: kube_ipam_conf(version, params["etcdConfig"], params["kubeconfig"], c) for row, c in cases.items()}
         rows = list(cases)
@@ -227,13 +216,13 @@ def worker(params: dict) -> dict:
                 for row in rows[i % len(rows):] + rows[:i % len(rows)]:
                     case, cid = cases[row], f"{tag}-{cases[row].key}-{i}"
                     start = time.perf_counter()
-                    result = plugin.add(Environment("ADD", cid, NETNS, IFNAME, case.cni_args(cid), (CNI_BIN,)),
-                                        confs[row]).to_json(version)
+                    result = call("add", Environment("ADD", cid, NETNS, IFNAME, case.cni_args(cid), (CNI_BIN,)),
+                                  confs[row]).to_json(version)
                     add_ms = (time.perf_counter() - start) * 1000
                     check_added(f"in-process {mode} {row}", result, case)
                     inv = Environment("DEL", cid, NETNS, IFNAME, case.cni_args(cid), (CNI_BIN,))
                     start = time.perf_counter()
-                    plugin.delete(inv, with_prev(version, confs[row], result))
+                    call("delete", inv, with_prev(version, confs[row], result))
                     del_ms = (time.perf_counter() - start) * 1000
                     if i == 0:  # imports grpc (and kubernetes), creates the fixed reservation: uncounted
                         times[row]["first"] = [add_ms, del_ms]
@@ -241,8 +230,8 @@ def worker(params: dict) -> dict:
                         times[row]["ADD"].append(add_ms)
                         times[row]["DEL"].append(del_ms)
         finally:
-            for factory in factories:
-                factory.close()
+            if kept is not None:
+                kept.close()
         samples[mode] = times
     return samples
 
@@ -355,10 +344,10 @@ def report(samples: dict, args, out) -> None:
     row("kube-ipam fixed, annotations from runtimeConfig", samples["fixed"])
     row("kube-ipam fixed, annotations from the API (kubeConfig)", samples["fixed API"])
     ip = samples["in-process"]
-    p("in process: one KubeIpam kept, clients made and closed per request")
+    p("in process: clients made and closed per request (a fresh ClientPool each)")
     for label in ("dynamic", "fixed", "fixed API"):
         row(f"kube-ipam {label}", ip["per-request"][label])
-    p("in process: one KubeIpam kept, clients made once (cached Services.etcd/.kube factories)")
+    p("in process: clients made once (one ClientPool kept, as a daemon keeps it)")
     for label in ("dynamic", "fixed", "fixed API"):
         row(f"kube-ipam {label}", ip["reused"][label])
     p("Go")

@@ -20,6 +20,7 @@ import copy
 import json
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from multipy.cni.errors import (
     INTERNAL,
@@ -36,6 +37,9 @@ from multipy.plugins.contract import Invocation, Services
 
 from . import flannel_env
 from .flannel_env import SubnetEnv
+
+if TYPE_CHECKING:
+    from multipy.plugins.operator import Check, StatusProbe
 
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 
@@ -165,9 +169,27 @@ def forget(data_dir: str, container_id: str) -> None:
 
 class Flannel:
     supported_versions = SUPPORTED_VERSIONS
+    config_schema = os.path.join(os.path.dirname(__file__), "flannel.schema.json")  # the contract's
 
     def __init__(self, services: Services) -> None:
         self._delegate = services.delegate
+
+    @staticmethod
+    def status_checks(conf: dict, probe: StatusProbe) -> list[Check]:
+        """`multipy status`: the subnet.env this network reads is there and complete."""
+        from multipy.plugins.operator import Check
+
+        path = conf.get("subnetFile") if isinstance(conf.get("subnetFile"), str) else ""
+        path = path or flannel_env.DEFAULT_PATH
+        subject = f"{conf.get('name', '')}: {path}"
+        try:
+            env = flannel_env.load(path)
+        except CNIError as error:
+            return [Check("subnet.env", subject, False, error.msg)]
+        subnets = ", ".join(str(s) for s in (env.subnet, env.ipv6_subnet) if s is not None)
+        networks = ", ".join(str(n) for n in (*env.networks, *env.ipv6_networks))
+        return [Check("subnet.env", subject, True,
+                      f"subnet {subnets} of {networks}, MTU {env.mtu}, IPMASQ {str(env.ipmasq).lower()}")]  # fmt: skip
 
     def delegate(self, inv: Invocation, conf: dict) -> Result | None:
         if self._delegate is None:

@@ -70,33 +70,38 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
     doc = request.config
     env = request.env
     log.settings.configure(_text(doc, "logFile", "") or None, _text(doc, "logLevel", "panic"),
-                           doc.get("logToStderr") is True)
+                           doc.get("logToStderr") is True, multus.log_rotation(doc))
+    for warning in multus.warnings(doc):  # once per request: keys of a Go Multus conf that do nothing here
+        log.warning("%s", warning)
     cni_dir = _text(doc, "cniDir", multus.DEFAULT_CNI_DIR)
     conf_error: CNIError | None = None
+    # The loader checks each delegate's conf against the schema its native plugin declares.
+    registry = registry or Registry(index_path=f"{cni_dir}/internal/entry-points.json")
     try:
-        conf = multus.load(doc, stamp_dir=f"{cni_dir}/internal/validated")
+        conf = multus.load(doc, stamp_dir=f"{cni_dir}/internal/validated", schema_for=registry.schema_for)
     except CNIError as err:
         if env.command != "DEL":
             raise
-        # A conf broken after ADD must not strand the pod: DEL can still run from its record.
+        # A broken conf must not strand the pod: DEL still runs from its record, and with no
+        # record (the ADD was refused, or never ran) there is nothing to delete.
         conf_error = err
         conf = multus.MultusConf(cni_version=request.cni_version, name=_text(doc, "name", ""), delegates=(),
                                  cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
     services = services or Services(netlink=Netlink())
     chain = Chain(
-        registry or Registry(index_path=f"{conf.cni_dir}/internal/entry-points.json"),
+        registry,
         services,
         search_path=(conf.bin_dir, *env.path),
         timeout=conf.delegate_timeout,
         log=log,
         binary_types=conf.binary_types,
     )
-    chain.serve(services)
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
     pods = reporter = None
-    if env.command == "ADD":  # DEL, CHECK, GC and STATUS never need the API
-        # Services.kube, a daemon's, makes (or shares) a client per kubeconfig path.
-        kube = (lambda: services.kube(conf.kubeconfig)) if services.kube is not None else _kube(conf)
+    # DEL, CHECK, GC and STATUS never need the API. multipy.k8s implements the orchestrator's
+    # ports (orchestrator/ports.py): wired here, never imported by the orchestrator.
+    if env.command == "ADD":
+        kube = _kube(conf, services)
         if kube is not None:
             from multipy.k8s.report import Reporter
             from multipy.k8s.resolve import PodNetworks
@@ -105,21 +110,22 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
     return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error, pods, reporter))
 
 
-def _kube(conf: multus.MultusConf):
-    """A factory making the API client on first use, or None when the conf has no API (as Multus:
-    its kubeconfig, else the in-cluster service account when KUBERNETES_SERVICE_HOST is set)."""
+def _kube(conf: multus.MultusConf, services: Services):
+    """The request's API client, got from Services.kube on first use (shared with other requests
+    by a daemon's pool; the time budget is this request's), or None when the conf has no API (as
+    Multus: its kubeconfig, else the in-cluster service account when KUBERNETES_SERVICE_HOST is set)."""
     if not conf.kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         return None
     made: list = []
 
     def kube():
         if not made:
-            from multipy.clients.kube import KubeError, from_kubeconfig
+            from multipy.clients.kube import KubeError
             from multipy.k8s.errors import cni_error
 
             try:
-                made.append(from_kubeconfig(conf.kubeconfig, timeout=conf.kube_timeout,
-                                            total_timeout=conf.kube_total_timeout))  # fmt: skip
+                made.append(services.kube(conf.kubeconfig, timeout=conf.kube_timeout,
+                                          total_timeout=conf.kube_total_timeout))  # fmt: skip
             except KubeError as error:
                 raise cni_error(error, "cannot use the Kubernetes API") from None
         return made[0]

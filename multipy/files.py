@@ -5,11 +5,16 @@ so the final rename or link is atomic); that name starts with `tmp_prefix`, whic
 lets a directory's readers tell a leftover apart from a real entry. `create` is the
 step under both: a file made, written and synced, removed again if that fails.
 OSError is raised as is: each caller words it as its own CNI error.
+
+Temporary names are unique per call, not per process: a daemon's threads write the
+same files at once, and two writers sharing a temporary file would publish a mix.
 """
 
 from __future__ import annotations
 
 import os
+
+_TEMP_ATTEMPTS = 8  # a name already taken is a crash's leftover: pick another
 
 
 def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusive: bool = False) -> None:
@@ -21,7 +26,9 @@ def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusi
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a write may be short; the next one finishes it or raises (ENOSPC, ...)
+            view = view[os.write(fd, view):]
         if sync:
             os.fsync(fd)
     except OSError:
@@ -33,10 +40,21 @@ def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusi
 
 def write_temp(directory: str, name: str, data: bytes, mode: int = 0o600, tmp_prefix: str = ".",
                sync: bool = True) -> str:
-    """A new file `<directory>/<tmp_prefix><name>.<pid>.tmp` holding `data` (see `create`); its path."""
-    temp = os.path.join(directory, f"{tmp_prefix}{name}.{os.getpid()}.tmp")
-    create(temp, data, mode, sync)
-    return temp
+    """A new file `<directory>/<tmp_prefix><name>.<pid>-<random>.tmp` holding `data` (see `create`); its path.
+
+    Created O_EXCL under a name no other call uses (the pid says which process left a
+    leftover behind, the random part keeps threads and calls apart).
+    """
+    attempts_left = _TEMP_ATTEMPTS
+    while True:
+        temp = os.path.join(directory, f"{tmp_prefix}{name}.{os.getpid()}-{os.urandom(6).hex()}.tmp")
+        try:
+            create(temp, data, mode, sync, exclusive=True)
+            return temp
+        except FileExistsError:
+            attempts_left -= 1
+            if not attempts_left:
+                raise
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600, tmp_prefix: str = ".", durable: bool = True) -> None:

@@ -9,6 +9,7 @@ STATUS read only the keys they use, so a conf that could never ADD is still dele
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, replace
 
@@ -17,6 +18,9 @@ from multipy.cni.result import DNS
 from multipy.plugins.contract import Invocation
 
 DEFAULT_BRIDGE = "cni0"
+# What a conf is checked against before the plugin runs (the contract's config_schema); the
+# checks below remain for the confs that reach the plugin unchecked (flannel's, a NAD's).
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "bridge.schema.json")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$")
 _BAD_IFNAME = re.compile(r"[/:\s]")
 

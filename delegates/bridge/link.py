@@ -1,8 +1,7 @@
 """The bridge plugin's kernel work, in the reference's order and with its messages.
 
-Host-side functions take an IPRoute open in the node's namespace (where multipy
-runs). Container-side ones run inside the pod's namespace (`netns.run_in`) and
-open their own IPRoute there: cheaper than a socket made for another namespace.
+Host-side functions take the node's Namespace (where multipy runs), container-side ones
+the pod's, both opened by the plugin through multipy.net.netlink.
 """
 
 from __future__ import annotations
@@ -11,123 +10,87 @@ import errno
 import os
 import time
 
-from multipy.cni.errors import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 from multipy.net import ifconfig, sysctl
-from multipy.net.netlink import LinkError, Netlink
+from multipy.net.netlink import Link, LinkError, Namespace
 
-_IFF_PROMISC = 0x100
 _NO_MAC = "00:00:00:00:00:00"
 _VETH_ATTEMPTS = 10
 _PORT_UP_WAITS = (0, 0.05, 0.5, 1, 1)  # seconds; the reference's bridge port check
 
 
-def _quiet_sysctls(values: dict[str, str]) -> None:
+def _quiet_sysctls(netns: str | None, values: dict[str, str]) -> None:
     # The reference ignores these failures too (e.g. IPv6 disabled: no /proc/sys/net/ipv6).
-    for key, value in values.items():
-        try:
-            sysctl.write(None, {key: value})
-        except OSError:
-            pass
-
-
-def get(ipr, name: str):
-    """The link called `name` here, or None (one request, where lookup-then-get takes two)."""
-    try:
-        return ipr.link("get", ifname=name)[0]
-    except LinkError as exc:
-        if exc.errno == errno.ENODEV:
-            return None
-        raise
-
-
-def kind(link) -> str:
-    info = link.get_attr("IFLA_LINKINFO")
-    return (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
+    sysctl.write_each(netns, values)
 
 
 # ---------------------------------------------------------------- host side
 
 
-def ensure_bridge(ipr, name: str, mtu: int, promisc: bool):
-    """Create the bridge or take the existing one if it really is a bridge; accept_ra off, up. Returns its link."""
-    spec: dict = {"ifname": name, "kind": "bridge"}
-    if mtu:
-        spec["mtu"] = mtu
+def ensure_bridge(host: Namespace, name: str, mtu: int, promisc: bool) -> Link:
+    """Create the bridge or take the existing one if it really is a bridge; accept_ra off, up."""
     try:
-        ipr.link("add", **spec)
+        host.create_link(name, "bridge", mtu)
     except LinkError as exc:
         # EEXIST also when a parallel ADD made it first: what exists is checked below either way.
         if exc.errno != errno.EEXIST:
             raise CNIError(INTERNAL, f'failed to create bridge "{name}": could not add "{name}": {exc.strerror}') from None
-    link = get(ipr, name)
-    if link is None:
+    bridge = host.link(name)
+    if bridge is None:
         raise CNIError(INTERNAL, f'failed to create bridge "{name}": could not lookup "{name}": Link not found')
-    if kind(link) != "bridge":
+    if bridge.kind != "bridge":
         raise CNIError(
             INVALID_NETWORK_CONFIG, f'failed to create bridge "{name}": "{name}" already exists but is not a bridge'
         )
     if promisc:
-        ipr.link("set", index=link["index"], flags=_IFF_PROMISC, change=_IFF_PROMISC)
-    _quiet_sysctls({f"net/ipv6/conf/{name}/accept_ra": "0"})  # routes on the bridge are ours, not RA's
-    ipr.link("set", index=link["index"], state="up")
-    return link
+        host.set_promisc(bridge.index)
+    _quiet_sysctls(None, {f"net/ipv6/conf/{name}/accept_ra": "0"})  # routes on the bridge are ours, not RA's
+    host.set_up(bridge.index)
+    return bridge
 
 
-def open_netns(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise CNIError(INVALID_NETNS, f'failed to open netns "{path}": {exc.strerror}') from None
-
-
-def create_veth(ipr, netns_fd: int, ifname: str, mtu: int, mac: str) -> str:
+def create_veth(host: Namespace, netns: str, ifname: str, mtu: int, mac: str) -> str:
     """A veth pair: `veth<8 hex>` here, `ifname` in the pod namespace; returns the host end's name."""
-    peer: dict = {"ifname": ifname, "net_ns_fd": netns_fd}
-    spec: dict = {"kind": "veth", "peer": peer}
-    if mtu:
-        spec["mtu"] = peer["mtu"] = mtu
-    if mac:
-        peer["address"] = mac
     for _ in range(_VETH_ATTEMPTS):
         host_name = "veth" + os.urandom(4).hex()
         try:
-            ipr.link("add", ifname=host_name, **spec)
+            host.create_veth(host_name, ifname, netns, mtu=mtu, peer_mac=mac)
             return host_name
         except LinkError as exc:
             if exc.errno != errno.EEXIST:
                 raise CNIError(INTERNAL, f"failed to make veth pair: {exc.strerror}") from None
-            if Netlink.index(ipr, host_name) is None:
+            if host.link(host_name) is None:
                 raise CNIError(INTERNAL, f"container veth name provided ({ifname}) already exists") from None
     raise CNIError(INTERNAL, "failed to find a unique veth name")
 
 
-def delete(ipr, name: str) -> None:
-    """Delete a link here if it still exists (the host end takes its peer along)."""
-    try:
-        ipr.link("del", ifname=name)
-    except LinkError as exc:
-        if exc.errno != errno.ENODEV:
-            raise
+def delete(ns: Namespace, name: str) -> None:
+    """Delete a link if it still exists (the host end takes its peer along)."""
+    found = ns.link(name)
+    if found is not None:
+        ns.delete_link(found.index)
 
 
-def attach_port(ipr, host_name: str, bridge, hairpin: bool) -> None:
-    _quiet_sysctls({f"net/ipv6/conf/{host_name}/accept_ra": "0"})
-    bridge_name = bridge.get_attr("IFLA_IFNAME")
+def attach_port(host: Namespace, host_name: str, bridge: Link, hairpin: bool) -> None:
+    _quiet_sysctls(None, {f"net/ipv6/conf/{host_name}/accept_ra": "0"})
+    port = host.link(host_name)
+    if port is None:
+        raise CNIError(INTERNAL, f'failed to lookup "{host_name}": Link not found')
     try:
-        ipr.link("set", ifname=host_name, state="up", master=bridge["index"])
+        host.set_master(port.index, bridge.index)
+        host.set_up(port.index)
     except LinkError as exc:
-        raise CNIError(INTERNAL, f'failed to connect "{host_name}" to bridge {bridge_name}: {exc.strerror}') from None
-    index = get(ipr, host_name)["index"]
+        raise CNIError(INTERNAL, f'failed to connect "{host_name}" to bridge {bridge.name}: {exc.strerror}') from None
     try:
-        ipr.brport("set", index=index, mode=int(hairpin))  # set either way, as the reference does
+        host.set_hairpin(port.index, hairpin)  # set either way, as the reference does
     except LinkError as exc:
         raise CNIError(INTERNAL, f"failed to setup hairpin mode for {host_name}: {exc.strerror}") from None
 
 
-def ensure_gateway(ipr, bridge, gateway, force: bool) -> None:
+def ensure_gateway(host: Namespace, bridge: Link, gateway, force: bool) -> None:
     """Put gateway/prefix on the bridge (reference ensureAddr) and pin the bridge's MAC."""
-    name = bridge.get_attr("IFLA_IFNAME")
-    for present in Netlink.addresses(ipr, name):
+    name = bridge.name
+    for present in host.addresses(bridge.index):
         if present.version != gateway.version:
             continue
         if present == gateway:
@@ -140,15 +103,12 @@ def ensure_gateway(ipr, bridge, gateway, force: bool) -> None:
                     f'failed to set bridge addr: "{name}" already has an IP address different from {gateway}',
                 )
             try:
-                ipr.addr("del", index=bridge["index"], address=str(present.ip), prefixlen=present.network.prefixlen)
+                host.del_address(bridge.index, present)
             except LinkError as exc:
                 raise CNIError(INTERNAL, f'failed to set bridge addr: could not remove IP address from "{name}": '
                                f"{exc.strerror}") from None
-    spec: dict = {"index": bridge["index"], "address": str(gateway.ip), "prefixlen": gateway.network.prefixlen}
-    if gateway.version == 4 and gateway.network.prefixlen < 31:
-        spec["broadcast"] = str(gateway.network.broadcast_address)  # as the reference's netlink library adds it
     try:
-        ipr.addr("add", **spec)
+        host.add_address(bridge.index, gateway)  # with its broadcast, as the reference's netlink library adds it
     except LinkError as exc:
         if exc.errno != errno.EEXIST:
             raise CNIError(INTERNAL, f'failed to set bridge addr: could not add IP address to "{name}": '
@@ -156,11 +116,11 @@ def ensure_gateway(ipr, bridge, gateway, force: bool) -> None:
     # Otherwise the bridge takes the lowest MAC of its ports, and changes as pods come and go. Like the
     # reference, pin the MAC the bridge had before this pod's port joined (its own, for the first pod);
     # a bridge whose last port left may have none (all zeros), then the current one is pinned.
-    mac = bridge.get_attr("IFLA_ADDRESS")
+    mac = bridge.mac
     if not mac or mac == _NO_MAC:
-        mac = get(ipr, name).get_attr("IFLA_ADDRESS")
+        mac = host.link(name).mac
     try:
-        ipr.link("set", index=bridge["index"], address=mac)
+        host.set_mac(bridge.index, mac)
     except LinkError as exc:
         raise CNIError(INTERNAL, f"failed to set bridge addr: could not set bridge's mac: {exc.strerror}") from None
 
@@ -174,46 +134,39 @@ def enable_forwarding(version: int) -> None:
         raise CNIError(INTERNAL, f"failed to enable forwarding: {exc}") from None
 
 
-def wait_port_up(ipr, host_name: str):
-    """The host end once it is oper up (a port that never comes up is an error). Returns its link."""
+def wait_port_up(host: Namespace, host_name: str) -> Link:
+    """The host end once it is oper up (a port that never comes up is an error)."""
     state = "unknown"
     for pause in _PORT_UP_WAITS:
         time.sleep(pause)
-        link = get(ipr, host_name)
-        if link is None:
+        port = host.link(host_name)
+        if port is None:
             raise CNIError(INTERNAL, f'failed to lookup "{host_name}": Link not found')
-        state = link.get_attr("IFLA_OPERSTATE")
+        state = port.operstate
         if state == "UP":
-            return link
+            return port
     raise CNIError(INTERNAL, f"bridge port in error state: {state}")
 
 
-# ---------------------------------------------------------------- container side (run inside the pod namespace)
+# ---------------------------------------------------------------- container side
 
 
-def configure_container(netlink: Netlink, ifname: str, result, enable_dad: bool) -> str:
+def configure_container(pod: Namespace, netns: str, ifname: str, result, enable_dad: bool) -> str:
     """Sysctls, addresses, up, routes for the container end; returns its MAC."""
     dad = ({f"net/ipv6/conf/{ifname}/enhanced_dad": "1", f"net/ipv6/conf/{ifname}/accept_dad": "1"} if enable_dad
            else {f"net/ipv6/conf/{ifname}/accept_dad": "0"})
-    _quiet_sysctls({**dad, f"net/ipv4/conf/{ifname}/arp_notify": "1"})
-    with netlink.route(None) as ipr:
-        try:
-            ifconfig.configure(ipr, None, ifname, result)
-        except ifconfig.ConfigureError as exc:
-            raise CNIError(INTERNAL, str(exc)) from None
-        return get(ipr, ifname).get_attr("IFLA_ADDRESS")
+    _quiet_sysctls(netns, {**dad, f"net/ipv4/conf/{ifname}/arp_notify": "1"})
+    try:
+        ifconfig.configure(pod, netns, ifname, result)
+    except ifconfig.ConfigureError as exc:
+        raise CNIError(INTERNAL, str(exc)) from None
+    return pod.link(ifname).mac
 
 
-def container_up(netlink: Netlink, ifname: str) -> str:
+def container_up(pod: Namespace, ifname: str) -> str:
     """Layer 2 only: just bring the container end up; returns its MAC."""
-    with netlink.route(None) as ipr:
-        link = get(ipr, ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f"failed to retrieve link: {ifname}: Link not found")
-        ipr.link("set", index=link["index"], state="up")
-        return link.get_attr("IFLA_ADDRESS")
-
-
-def delete_container_link(netlink: Netlink, ifname: str) -> None:
-    with netlink.route(None) as ipr:
-        delete(ipr, ifname)
+    found = pod.link(ifname)
+    if found is None:
+        raise CNIError(INTERNAL, f"failed to retrieve link: {ifname}: Link not found")
+    pod.set_up(found.index)
+    return found.mac

@@ -14,49 +14,17 @@ has none.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
-from multipy.cni.errors import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Interface, Result
+from multipy.cni.undo import Undo
 from multipy.cni.version import SUPPORTED_VERSIONS
-from multipy.net.netlink import Netlink
-from multipy.net.netns import run_in
+from multipy.net.netlink import Namespace, Netlink
+from multipy.net.netns import NetnsGone
 from multipy.plugins.contract import Invocation, Services
 
+from ..ipam_runner import Ipam
 from . import config, gateways, link
-
-
-class Rollback:
-    """Undo steps of an ADD, run newest first if the ADD fails; their own failures go into the error's details."""
-
-    def __init__(self) -> None:
-        self._steps: list = []
-
-    def push(self, step, *args) -> None:
-        self._steps.append((step, args))
-
-    def __enter__(self) -> Rollback:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
-            return False
-        problems = []
-        for step, args in reversed(self._steps):
-            try:
-                step(*args)
-            except Exception as err:  # noqa: BLE001 - every step gets its chance; the ADD's own error wins
-                problems.append(f"{step.__name__}: {err}")
-        if problems and isinstance(exc, CNIError):
-            exc.details = "; ".join(filter(None, [exc.details, "rollback: " + "; ".join(problems)]))
-        return False
-
-
-def _in_pod(netns: str, fn, *args):
-    try:
-        return run_in(netns, fn, *args)
-    except FileNotFoundError:
-        raise CNIError(INVALID_NETNS, f'failed to open netns "{netns}": no such namespace') from None
 
 
 class Bridge:
@@ -64,50 +32,43 @@ class Bridge:
 
     def __init__(self, services: Services) -> None:
         self.netlink: Netlink = services.netlink or Netlink()
-        self._ipam = services.ipam
-
-    def ipam(self, inv: Invocation, conf: dict, command: str | None = None) -> Result | None:
-        if self._ipam is None:
-            raise CNIError(INTERNAL, "bridge: no IPAM runner in the services")
-        return self._ipam(replace(inv, command=command) if command else inv, conf)
+        self.ipam = Ipam("bridge", services.ipam)
 
     # ------------------------------------------------------------ ADD
 
     def add(self, inv: Invocation, conf: dict) -> Result:
         c = config.parse(conf, inv)
         version = conf.get("cniVersion") or "0.1.0"
-        netns_fd = link.open_netns(inv.netns)
         try:
-            with self.netlink.route(None) as host, Rollback() as undo:
+            # The pod's namespace first: a missing one fails the ADD before the bridge is made.
+            with self.netlink.open(inv.netns) as pod, self.netlink.open() as host, Undo() as undo:
                 bridge = link.ensure_bridge(host, c.bridge, c.mtu, c.promisc)
-                host_veth = link.create_veth(host, netns_fd, inv.ifname, c.mtu, c.mac)
-                undo.push(link.delete, host, host_veth)
+                host_veth = link.create_veth(host, inv.netns, inv.ifname, c.mtu, c.mac)
+                undo.push(link.delete, host, host_veth, what=f"deleting {host_veth}")
                 link.attach_port(host, host_veth, bridge, c.hairpin)
                 result = Result(version, interfaces=[
                     Interface(c.bridge), Interface(host_veth), Interface(inv.ifname, sandbox=inv.netns)])
                 if c.layer3:
                     # Registered before the call: a failed IPAM ADD is DELed too (spec: delegated plugins).
-                    undo.push(self.ipam, inv, conf, "DEL")
-                    self._address(inv, conf, c, host, bridge, result, undo)
+                    undo.push(self.ipam.release, inv, conf, what="IPAM DEL")
+                    self._address(inv, conf, c, host, pod, bridge, result, undo)
                 else:
-                    result.interfaces[2].mac = _in_pod(inv.netns, link.container_up, self.netlink, inv.ifname)
-                result.interfaces[1].mac = link.wait_port_up(host, host_veth).get_attr("IFLA_ADDRESS")
+                    result.interfaces[2].mac = link.container_up(pod, inv.ifname)
+                result.interfaces[1].mac = link.wait_port_up(host, host_veth).mac
                 # The bridge's MAC may have changed with the new port or the gateway address.
-                result.interfaces[0].mac = link.get(host, c.bridge).get_attr("IFLA_ADDRESS")
+                result.interfaces[0].mac = host.link(c.bridge).mac
                 if c.dns is not None:
                     result.dns = c.dns
                 return result
-        finally:
-            os.close(netns_fd)
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
 
-    def _address(self, inv, conf, c: config.BridgeConf, host, bridge, result: Result, undo: Rollback) -> None:
-        ipam = self.ipam(inv, conf)
-        if ipam is None or not ipam.ips:
-            raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+    def _address(self, inv, conf, c: config.BridgeConf, host: Namespace, pod: Namespace, bridge, result: Result,
+                 undo: Undo) -> None:  # fmt: skip
+        ipam = self.ipam.add(inv, conf)
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
         bridge_addresses = gateways.apply(result, c.is_gateway, c.is_default_gateway)
-        result.interfaces[2].mac = _in_pod(inv.netns, link.configure_container, self.netlink, inv.ifname, result,
-                                           c.enable_dad)
+        result.interfaces[2].mac = link.configure_container(pod, inv.netns, inv.ifname, result, c.enable_dad)
         for address in bridge_addresses:
             link.ensure_gateway(host, bridge, address, c.force_address)
         for version in sorted({a.version for a in bridge_addresses}):
@@ -115,7 +76,7 @@ class Bridge:
         if c.ip_masq:
             from multipy.net import masquerade  # ~7 ms of imports (hashlib, shutil) only where it is used
 
-            undo.push(masquerade.teardown, c.name, inv.container_id)
+            undo.push(masquerade.teardown, c.name, inv.container_id, what="removing the masquerade rules")
             for ipc in result.ips:
                 masquerade.setup(ipc.address, c.name, inv.container_id)
 
@@ -125,8 +86,12 @@ class Bridge:
         c = config.parse(conf, inv)
         # No namespace given: nothing says where the link is (the reference skips it too). A namespace the
         # runtime already removed took the veth pair with it.
-        if inv.netns and os.path.exists(inv.netns):
-            run_in(inv.netns, link.delete_container_link, self.netlink, inv.ifname)
+        if inv.netns:
+            try:
+                with self.netlink.open(inv.netns) as pod:
+                    link.delete(pod, inv.ifname)
+            except NetnsGone:
+                pass
         if not c.layer3:
             return
         failures: list[CNIError] = []
@@ -152,23 +117,23 @@ class Bridge:
 
         c = config.parse(conf, inv)
         if not os.path.exists(inv.netns):
-            raise CNIError(INVALID_NETNS, f'failed to open netns "{inv.netns}": no such namespace')
+            raise NetnsGone(inv.netns).cni_error()
         if c.layer3:
-            self.ipam(inv, conf)
+            self.ipam(inv, conf, "CHECK")
         prev = conf.get("prevResult")
         if not prev:
             raise CNIError(INVALID_NETWORK_CONFIG, "Required prevResult missing")
         result = Result.from_json(prev)
         try:
             check.verify_attachment(self.netlink, inv, c, result)
-        except FileNotFoundError:
-            raise CNIError(INVALID_NETNS, f'failed to open netns "{inv.netns}": no such namespace') from None
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
 
     def gc(self, inv: Invocation, conf: dict) -> None:
         # The masquerade chains are named by a hash, so only IPAM can tell stale attachments apart.
         if config.parse(conf, inv).layer3:
-            self.ipam(inv, conf)
+            self.ipam(inv, conf, "GC")
 
     def status(self, inv: Invocation, conf: dict) -> None:
         if config.parse(conf, inv).layer3:
-            self.ipam(inv, conf)
+            self.ipam(inv, conf, "STATUS")

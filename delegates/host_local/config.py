@@ -17,6 +17,9 @@ from multipy.ipam.requests import Requested, requested_ips
 from multipy.ipam.routes import parse_routes
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+# What an `ipam` object is checked against before the plugin runs (the contract's config_schema);
+# the checks here remain for the confs that reach the plugin unchecked (flannel's, a NAD's).
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "host-local.schema.json")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ Errors are CNIError(7) naming the JSON path and value.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
@@ -40,13 +42,20 @@ from multipy.ipam.routes import parse_routes
 
 DEFAULT_KUBECONFIG = "/etc/kubernetes/pki/kubectl.kubeconfig"  # kube-ipam's default
 
-_IPAM_KEYS = frozenset(
-    {
-        "type", "name", "subnet", "fixedStart", "fixedEnd", "rangeStart", "rangeEnd", "gateway", "gateway2",
-        "routes", "resolvConf", "kubeConfig", "etcdConfig",
-    }
-)  # fmt: skip
-_ETCD_KEYS = ("etcdURL", "etcdCertFile", "etcdKeyFile", "etcdTrustedCAFileFile", "etcdTrustedCAFile")
+# What `ipam` is checked against before the plugin runs (the contract's config_schema). The keys
+# known here are the schema's, so the two cannot drift; the checks below remain for the confs that
+# reach the plugin unchecked (a NAD's).
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "kube-ipam.schema.json")
+
+
+def _schema() -> dict:
+    with open(SCHEMA_FILE, "rb") as f:
+        return json.loads(f.read())
+
+
+_KEYS = _schema()["properties"]
+_IPAM_KEYS = frozenset(_KEYS) - {"ranges"}  # `ranges` is known, and refused
+_ETCD_KEYS = tuple(_KEYS["etcdConfig"]["properties"])
 
 
 @dataclass(frozen=True)

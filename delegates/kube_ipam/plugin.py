@@ -8,6 +8,8 @@ etcd errors, idempotent ADD, CHECK, GC and STATUS.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, STATUS_UNAVAILABLE, UNKNOWN_CONTAINER, CNIError
 from multipy.cni.gc import valid_attachments
 from multipy.cni.result import DNS, IPConfig, Result
@@ -21,6 +23,9 @@ from .connect import Clients, etcd_errors
 from .reserve import holdings, release, release_owner, reserve_dynamic, reserve_fixed
 from .rules import Claimant, check_fixed
 from .store import Store
+
+if TYPE_CHECKING:
+    from multipy.plugins.operator import Check, StatusProbe
 
 
 def _fixed_request(conf: dict, inv: Invocation, pod: pods.Pod | None, cfg: config.KubeIpamConfig, clients: Clients):
@@ -44,29 +49,32 @@ class KubeIpam:
     supported_versions = SUPPORTED_VERSIONS
 
     def __init__(self, services: Services) -> None:
-        self.services = services
+        self._clients = Clients(services)
 
-    def _store(self, clients: Clients, location: config.Location) -> Store:
-        return Store(clients.etcd(location.etcd), location.subnet)
+    @staticmethod
+    def status_checks(conf: dict, probe: StatusProbe) -> list[Check]:
+        """`multipy status`'s lines for one kube-ipam network (see node_checks)."""
+        from .node_checks import status_checks
+
+        return status_checks(conf, probe)
+
+    def _store(self, location: config.Location) -> Store:
+        return Store(self._clients.etcd(location.etcd), location.subnet)
 
     def add(self, inv: Invocation, conf: dict) -> Result:
         cfg = config.load(conf)
         dns = read_resolv_conf(cfg.resolv_conf) if cfg.resolv_conf else DNS()
         pod = pods.identify(inv)
         me = Claimant(cfg.network, inv.container_id, inv.ifname, pod.ref if pod else "", pod.uid if pod else "")
-        clients = Clients(self.services)
-        try:
-            request = _fixed_request(conf, inv, pod, cfg, clients)
-            # Every check that needs no store comes first: a refused ADD leaves nothing behind.
-            fixed = check_fixed(cfg, request) if request else None
-            store = self._store(clients, cfg.location)
-            with etcd_errors(f"ADD {inv.container_id} on {inv.ifname}"):
-                if fixed is not None:
-                    leases, gateway = reserve_fixed(store, me, fixed[0]), fixed[1]
-                else:
-                    leases, gateway = reserve_dynamic(store, cfg, me), cfg.range.gateway
-        finally:
-            clients.close()
+        request = _fixed_request(conf, inv, pod, cfg, self._clients)
+        # Every check that needs no store comes first: a refused ADD leaves nothing behind.
+        fixed = check_fixed(cfg, request) if request else None
+        store = self._store(cfg.location)
+        with etcd_errors(f"ADD {inv.container_id} on {inv.ifname}"):
+            if fixed is not None:
+                leases, gateway = reserve_fixed(store, me, fixed[0]), fixed[1]
+            else:
+                leases, gateway = reserve_dynamic(store, cfg, me), cfg.range.gateway
         return Result(
             cfg.cni_version,
             ips=[IPConfig(cfg.range.interface(lease.ip), gateway) for lease in leases],
@@ -76,21 +84,13 @@ class KubeIpam:
 
     def delete(self, inv: Invocation, conf: dict) -> None:
         location = config.location(conf)
-        clients = Clients(self.services)
-        try:
-            with etcd_errors(f"DEL {inv.container_id} on {inv.ifname}"):
-                release(self._store(clients, location), inv.container_id, inv.ifname)
-        finally:
-            clients.close()
+        with etcd_errors(f"DEL {inv.container_id} on {inv.ifname}"):
+            release(self._store(location), inv.container_id, inv.ifname)
 
     def check(self, inv: Invocation, conf: dict) -> None:
         location = config.location(conf)
-        clients = Clients(self.services)
-        try:
-            with etcd_errors(f"CHECK {inv.container_id} on {inv.ifname}"):
-                _, leases = holdings(self._store(clients, location), inv.container_id, inv.ifname)
-        finally:
-            clients.close()
+        with etcd_errors(f"CHECK {inv.container_id} on {inv.ifname}"):
+            _, leases = holdings(self._store(location), inv.container_id, inv.ifname)
         if not leases:
             raise CNIError(UNKNOWN_CONTAINER, f"kube-ipam: container {inv.container_id} holds no address on "
                                               f"{inv.ifname} in {location.subnet} (network {location.network})")
@@ -110,21 +110,13 @@ class KubeIpam:
         """Releases what attachments of this network hold unless the runtime lists them as valid."""
         valid = valid_attachments(conf)
         location = config.location(conf)
-        clients = Clients(self.services)
-        try:
-            with etcd_errors("GC"):
-                store = self._store(clients, location)
-                for owner in store.owners():
-                    if owner.network == location.network and (owner.container_id, owner.ifname) not in valid:
-                        release_owner(store, owner)  # lost to a concurrent change: the next GC retries
-        finally:
-            clients.close()
+        with etcd_errors("GC"):
+            store = self._store(location)
+            for owner in store.owners():
+                if owner.network == location.network and (owner.container_id, owner.ifname) not in valid:
+                    release_owner(store, owner)  # lost to a concurrent change: the next GC retries
 
     def status(self, inv: Invocation, conf: dict) -> None:
         location = config.location(conf)
-        clients = Clients(self.services)
-        try:
-            with etcd_errors("STATUS", STATUS_UNAVAILABLE):
-                clients.etcd(location.etcd).status()
-        finally:
-            clients.close()
+        with etcd_errors("STATUS", STATUS_UNAVAILABLE):
+            self._clients.etcd(location.etcd).status()

@@ -8,6 +8,7 @@ CNIError naming the key and the value, so a bad conf never creates a link.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from multipy.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CNIError
@@ -16,7 +17,17 @@ from multipy.cni.version import at_least
 
 from .mac import parse_mac
 
-MODES = ("bridge", "private", "vepa", "passthru")
+# What a conf is checked against before the plugin runs (the contract's config_schema); the
+# checks below remain for the confs that reach the plugin unchecked (a NAD's, CNI_ARGS).
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "macvlan.schema.json")
+
+
+def _schema() -> dict:
+    with open(SCHEMA_FILE, "rb") as f:
+        return json.loads(f.read())
+
+
+MODES = tuple(_schema()["properties"]["mode"]["enum"])  # one list of modes: the schema's
 MIN_MTU = 68  # the kernel's floor for an Ethernet link (ETH_MIN_MTU)
 
 

@@ -10,25 +10,22 @@ without it, as without the namespace or the link.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 
-from multipy.cni.errors import DELEGATE_NOT_FOUND, INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG, CNIError
+from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Interface, Result
+from multipy.cni.undo import Undo, add_details
 from multipy.cni.version import SUPPORTED_VERSIONS
 from multipy.net import sysctl
 from multipy.net.ifconfig import ConfigureError, configure
-from multipy.net.netlink import Netlink, NetnsGone
+from multipy.net.netlink import Link, Namespace, Netlink
+from multipy.net.netns import NetnsGone
 from multipy.net.verify import CheckError, interface_ips, routes
 from multipy.plugins.contract import Invocation, Services
 
+from ..ipam_runner import Ipam
 from . import link
 from .config import MIN_MTU, MacvlanConf, ipam_type, load
-
-
-def _with_detail(exc: BaseException, detail: str) -> None:
-    if isinstance(exc, CNIError):
-        exc.details = f"{exc.details}; {detail}" if exc.details else detail
 
 
 class Macvlan:
@@ -36,26 +33,11 @@ class Macvlan:
 
     def __init__(self, services: Services) -> None:
         self.netlink: Netlink = services.netlink or Netlink()
-        self._ipam = services.ipam
+        self.ipam = Ipam("macvlan", services.ipam)
 
     # ---- helpers -------------------------------------------------------------
 
-    def _run_ipam(self, inv: Invocation, conf: dict, command: str) -> Result | None:
-        if self._ipam is None:
-            raise CNIError(
-                DELEGATE_NOT_FOUND, f"no IPAM runner was handed to macvlan for ipam type {ipam_type(conf)!r}"
-            )
-        return self._ipam(replace(inv, command=command), conf)
-
-    @contextmanager
-    def _pod(self, netns: str):
-        try:
-            with self.netlink.route(netns) as ipr:
-                yield ipr
-        except NetnsGone:
-            raise CNIError(INVALID_NETNS, f"failed to open netns {netns!r}: no such namespace") from None
-
-    def _master(self, host, cfg: MacvlanConf) -> link.Master:
+    def _master(self, host: Namespace, cfg: MacvlanConf) -> Link:
         parent = link.master(host, cfg.master or link.default_route_interface(host))
         if cfg.mtu > parent.mtu:
             raise CNIError(
@@ -71,46 +53,34 @@ class Macvlan:
 
     def add(self, inv: Invocation, conf: dict) -> Result:
         cfg = load(conf, inv.arg("MAC"))
-        with self._pod(inv.netns) as pod:
-            with self.netlink.route(None) as host:
-                parent = self._master(host, cfg)
-                temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac)
-            mac = link.rename(pod, temporary, inv.ifname)
-            result = Result(cfg.cni_version, [Interface(inv.ifname, mac, sandbox=inv.netns)], dns=cfg.dns)
-            try:
+        try:
+            with self.netlink.open(inv.netns) as pod, Undo() as undo:
+                with self.netlink.open() as host:
+                    parent = self._master(host, cfg)
+                    temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac)
+                mac = link.rename(pod, temporary, inv.ifname)
+                undo.push(link.remove, pod, inv.ifname, what=f"deleting {inv.ifname!r}")
+                result = Result(cfg.cni_version, [Interface(inv.ifname, mac, sandbox=inv.netns)], dns=cfg.dns)
                 if cfg.ipam_type:
+                    # Registered before the call: a failed IPAM ADD is DELed too (SPEC "Delegated plugins"),
+                    # it may hold a partial lease.
+                    undo.push(self.ipam.release, inv, conf, what="IPAM DEL")
                     self._address(inv, conf, pod, result)
                 else:
                     link.set_up(pod, inv.ifname)
-            except BaseException as exc:
-                try:
-                    link.remove(pod, inv.ifname)
-                except Exception as undo:  # noqa: BLE001 - reported with the error that caused the undo
-                    _with_detail(exc, f"deleting {inv.ifname!r} failed: {undo}")
-                raise
-        return result
+                return result
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
 
-    def _address(self, inv: Invocation, conf: dict, pod, result: Result) -> None:
+    def _address(self, inv: Invocation, conf: dict, pod: Namespace, result: Result) -> None:
+        found = self.ipam.add(inv, conf)
+        result.ips = [replace(ipc, interface=0) for ipc in found.ips]
+        result.routes = list(found.routes)
+        self._notify(inv)
         try:
-            found = self._run_ipam(inv, conf, "ADD")
-            if found is None or not found.ips:
-                raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
-            result.ips = [replace(ipc, interface=0) for ipc in found.ips]
-            result.routes = list(found.routes)
-            self._notify(inv)
-            try:
-                configure(pod, inv.netns, inv.ifname, result)
-            except ConfigureError as exc:
-                raise CNIError(INTERNAL, str(exc)) from None
-        except BaseException as exc:
-            # A failed IPAM ADD is DELed too (SPEC "Delegated plugins"): it may hold a partial lease.
-            # An IPAM that could not even be found holds nothing.
-            if not (isinstance(exc, CNIError) and exc.code == DELEGATE_NOT_FOUND):
-                try:
-                    self._run_ipam(inv, conf, "DEL")
-                except Exception as undo:  # noqa: BLE001 - reported with the error that caused the undo
-                    _with_detail(exc, f"IPAM DEL failed: {undo}")
-            raise
+            configure(pod, inv.netns, inv.ifname, result)
+        except ConfigureError as exc:
+            raise CNIError(INTERNAL, str(exc)) from None
 
     @staticmethod
     def _notify(inv: Invocation) -> None:
@@ -128,19 +98,19 @@ class Macvlan:
         failure: CNIError | None = None
         try:
             if ipam_type(conf):
-                self._run_ipam(inv, conf, "DEL")
+                self.ipam(inv, conf, "DEL")
         except CNIError as exc:
             failure = exc
         if inv.netns:
             try:
-                with self.netlink.route(inv.netns) as pod:
+                with self.netlink.open(inv.netns) as pod:
                     link.remove(pod, inv.ifname)
             except NetnsGone:
                 pass  # the runtime already removed the namespace, and the link with it
             except CNIError as exc:
                 if failure is None:
                     raise
-                _with_detail(failure, exc.msg)
+                add_details(failure, exc.msg)
         if failure is not None:
             raise failure
 
@@ -149,7 +119,7 @@ class Macvlan:
     def check(self, inv: Invocation, conf: dict) -> None:
         cfg = load(conf, inv.arg("MAC"))
         if cfg.ipam_type:
-            self._run_ipam(inv, conf, "CHECK")
+            self.ipam(inv, conf, "CHECK")
         if conf.get("prevResult") is None:
             raise CNIError(INVALID_NETWORK_CONFIG, "required prevResult missing")
         prev = Result.from_json(conf["prevResult"])
@@ -162,41 +132,46 @@ class Macvlan:
                 INTERNAL,
                 f"prevResult has no interface {inv.ifname!r} with sandbox {inv.netns!r} (the configured netns)",
             )
-        with self.netlink.route(None) as host:
+        with self.netlink.open() as host:
             parent = self._master(host, cfg)
-        with self._pod(inv.netns) as pod:
-            _expect_link(inv.ifname, link.state(pod, inv.ifname), cfg, expected, parent)
-            try:
-                interface_ips(pod, inv.ifname, [ipc for ipc in prev.ips if ipc.interface in (None, index)])
-                routes(pod, prev.routes)
-            except CheckError as exc:
-                raise CNIError(INTERNAL, str(exc)) from None
+        try:
+            with self.netlink.open(inv.netns) as pod:
+                _expect_link(inv.ifname, pod.link(inv.ifname), cfg, expected, parent)
+                try:
+                    interface_ips(pod, inv.ifname, [ipc for ipc in prev.ips if ipc.interface in (None, index)])
+                    routes(pod, prev.routes)
+                except CheckError as exc:
+                    raise CNIError(INTERNAL, str(exc)) from None
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
 
     # ---- GC, STATUS: the IPAM's business -------------------------------------
 
     def gc(self, inv: Invocation, conf: dict) -> None:
         if ipam_type(conf):
-            self._run_ipam(inv, conf, "GC")
+            self.ipam(inv, conf, "GC")
 
     def status(self, inv: Invocation, conf: dict) -> None:
         if ipam_type(conf):
-            self._run_ipam(inv, conf, "STATUS")
+            self.ipam(inv, conf, "STATUS")
 
 
-def _expect_link(ifname: str, current: link.LinkState | None, cfg: MacvlanConf, expected: Interface, parent) -> None:
+def _expect_link(ifname: str, current: Link | None, cfg: MacvlanConf, expected: Interface, parent: Link) -> None:
     if current is None:
         raise CNIError(INTERNAL, f"container interface {ifname!r} of prevResult not found in the pod")
     if current.kind != "macvlan":
         raise CNIError(
             INTERNAL, f"container interface {ifname!r} is of type {current.kind or 'unknown'!r}, not macvlan"
         )
-    if current.mode != cfg.mode:
-        raise CNIError(INTERNAL, f"container macvlan mode {current.mode} does not match expected value: {cfg.mode}")
+    if current.macvlan_mode != cfg.mode:
+        raise CNIError(
+            INTERNAL, f"container macvlan mode {current.macvlan_mode} does not match expected value: {cfg.mode}"
+        )
     if expected.mac and expected.mac.lower() != current.mac:
         raise CNIError(INTERNAL, f"Interface {ifname} Mac {expected.mac} doesn't match container Mac: {current.mac}")
-    if current.parent_index != parent.index:
+    if (current.link_index or 0) != parent.index:
         raise CNIError(
             INTERNAL,
             f"macvlan {ifname!r} is not on master {parent.name!r}: its lower link has index "
-            f"{current.parent_index}, the master's is {parent.index}",
+            f"{current.link_index or 0}, the master's is {parent.index}",
         )

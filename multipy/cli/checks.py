@@ -1,48 +1,34 @@
 """What `multipy status` checks, one `Check` per fact, without click: is the conf valid, can every
-delegate `type` be run, are etcd and the Kubernetes API there, is flannel's subnet.env complete.
+delegate `type` be run, does the conf's Kubernetes API answer, is the readiness file there; and
+what each plugin declares it needs (its factory's `status_checks`, see plugins/operator.py), such
+as kube-ipam's etcd and API or flannel's subnet.env.
 
 The networks checked are the conf's delegates, and for a clusterNetwork/defaultNetworks name
 that is not in confDir, the NetworkAttachmentDefinition of that name in multusNamespace.
 
 Each check answers within a couple of seconds (TIMEOUT) and never raises: a failure is a
 Check with ok=False whose detail says why, naming the file, key or endpoint at fault and
-never a credential.
+never a credential. The clients of one run come from one pool, closed when the run ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Hashable
 
-from delegates import flannel_env
-from delegates.kube_ipam import config as kube_config
-from delegates.kube_ipam.pods import ANNOTATIONS_CAPABILITY
+from multipy.clients.pool import ClientPool
 from multipy.cni.errors import CNIError
 from multipy.config import multus
 from multipy.config.network import Network
 from multipy.plugins.binary import find_binary
-from multipy.plugins.contract import DELEGATE_GROUP, IPAM_GROUP
+from multipy.plugins.contract import DELEGATE_GROUP, IPAM_GROUP, KubeFactory
+from multipy.plugins.operator import Check
 from multipy.plugins.registry import Registry
 
 TIMEOUT = 2.0  # seconds per etcd or API check
 # A pod that does not exist: GETting it proves the API answers and lets these credentials read pods.
 PROBE_NAMESPACE, PROBE_POD = "kube-system", "multipy-status-probe"
-# connect()'s argument names as the etcdConfig keys an operator wrote.
-_ETCD_KEYS = {"endpoints": "etcdURL", "cert_file": "etcdCertFile", "key_file": "etcdKeyFile",
-              "ca_file": "etcdTrustedCAFileFile", "timeout": "etcdURL"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Check:
-    kind: str  # conf, type, etcd, api, subnet.env, readiness
-    subject: str  # what was checked: a file, "k8snet2: macvlan", an endpoint list
-    ok: bool
-    detail: str
-    extra: dict = field(default_factory=dict, compare=False)  # more for -o json (a conf's problems)
-
-    def as_dict(self) -> dict:
-        return {"check": self.kind, "subject": self.subject, "ok": self.ok, "detail": self.detail, **self.extra}
 
 
 # -- the conf
@@ -70,7 +56,7 @@ def _plugins(networks: list[Network]):
             yield net, dict(plugin, name=net.name, cniVersion=net.cni_version)
 
 
-def nad_checks(conf: multus.MultusConf) -> tuple[list[Check], list[Network]]:
+def nad_checks(conf: multus.MultusConf, probe: Probe) -> tuple[list[Check], list[Network]]:
     """The delegates known only by name (not in confDir): their NetworkAttachmentDefinitions, read
     through the conf's kubeconfig, and the networks they define."""
     pending = [d for d in conf.delegates if d.network is None]
@@ -81,27 +67,24 @@ def nad_checks(conf: multus.MultusConf) -> tuple[list[Check], list[Network]]:
 
     subjects = [f"{conf.multus_namespace}/{d.ref}" for d in pending]
     try:
-        client = kube_client.from_kubeconfig(conf.kubeconfig or None, timeout=TIMEOUT)
+        client = probe.kube(conf.kubeconfig or None, timeout=probe.timeout)
     except kube_client.KubeConfigError as error:
         return [Check("network", s, False, f"not in confDir {conf.conf_dir}, and {error}") for s in subjects], []
     checks, networks = [], []
-    try:
-        for delegate, subject in zip(pending, subjects, strict=True):
-            try:
-                nad = client.get_network_attachment_definition(conf.multus_namespace, delegate.ref)
-                net = to_network(nad, subject, conf.conf_dir, conf.cni_version)
-            except kube_client.KubeNotFound:
-                checks.append(Check("network", subject, False, f"neither in confDir {conf.conf_dir} nor a "
-                                                               "NetworkAttachmentDefinition"))  # fmt: skip
-            except kube_client.KubeError as error:
-                checks.append(Check("network", subject, False, f"not in confDir {conf.conf_dir}: {error}"))
-            except CNIError as error:
-                checks.append(Check("network", subject, False, error.msg))
-            else:
-                checks.append(Check("network", subject, True, f"NetworkAttachmentDefinition of network {net.name}"))
-                networks.append(net)
-    finally:
-        client.close()
+    for delegate, subject in zip(pending, subjects, strict=True):
+        try:
+            nad = client.get_network_attachment_definition(conf.multus_namespace, delegate.ref)
+            net = to_network(nad, subject, conf.conf_dir, conf.cni_version)
+        except kube_client.KubeNotFound:
+            checks.append(Check("network", subject, False, f"neither in confDir {conf.conf_dir} nor a "
+                                                           "NetworkAttachmentDefinition"))  # fmt: skip
+        except kube_client.KubeError as error:
+            checks.append(Check("network", subject, False, f"not in confDir {conf.conf_dir}: {error}"))
+        except CNIError as error:
+            checks.append(Check("network", subject, False, error.msg))
+        else:
+            checks.append(Check("network", subject, True, f"NetworkAttachmentDefinition of network {net.name}"))
+            networks.append(net)
     return checks, networks
 
 
@@ -164,94 +147,16 @@ def type_checks(networks: list[Network], resolver: Resolver) -> list[Check]:
     return checks
 
 
-# -- kube-ipam's etcd and the Kubernetes API
+# -- the Kubernetes API
 
 
-def _kube_ipam(networks: list[Network]):
-    for net, plugin in _plugins(networks):
-        ipam = plugin.get("ipam")
-        if isinstance(ipam, dict) and ipam.get("type") == "kube-ipam":
-            yield net, plugin, ipam
-
-
-def etcd_checks(networks: list[Network]) -> list[Check]:
-    from multipy.clients import etcd as etcd_client
-
-    checks: list[Check] = []
-    seen: set[str] = set()
-    for net, plugin, _ in _kube_ipam(networks):
-        try:
-            where = kube_config.location(plugin).etcd
-        except CNIError as error:
-            checks.append(Check("etcd", f"{net.name}: kube-ipam", False, error.msg))
-            continue
-        key = json.dumps(where.as_dict(), sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        subject = f"{net.name}: {where.url}"
-        try:
-            client = etcd_client.connect(
-                where.url,
-                cert_file=where.cert_file or None,
-                key_file=where.key_file or None,
-                ca_file=where.ca_file or None,
-                timeout=TIMEOUT,
-                connect_timeout=TIMEOUT,
-            )
-        except etcd_client.EtcdConfigError as error:
-            name = _ETCD_KEYS.get(error.field, error.field)
-            checks.append(Check("etcd", subject, False, f"ipam.etcdConfig.{name}: {error.reason}"))
-            continue
-        try:
-            status = client.status()
-        except etcd_client.EtcdUnavailable as error:
-            checks.append(Check("etcd", subject, False, str(error)))
-        else:
-            checks.append(
-                Check(
-                    "etcd",
-                    subject,
-                    True,
-                    f"etcd {status.version} at {status.endpoint} serves (revision {status.revision})",
-                )
-            )
-        finally:
-            client.close()
-    return checks
-
-
-def kubeconfigs(conf: multus.MultusConf, networks: list[Network], environ=None) -> list[tuple[str, str]]:
-    """(kubeconfig path, who names it): the conf's `kubeconfig` and each kube-ipam `kubeConfig`.
-
-    Without a `kubeconfig`, multipy uses the in-cluster service account when KUBERNETES_SERVICE_HOST
-    is set (path ""). kube-ipam falls back to its default path, but only reads the API when the
-    runtime does not hand over the pod's annotations: a network declaring that capability needs none.
-    """
-    environ = os.environ if environ is None else environ
-    found: dict[str, str] = {}
-    if conf.kubeconfig:
-        found[conf.kubeconfig] = "kubeconfig"
-    elif environ.get("KUBERNETES_SERVICE_HOST"):
-        found[""] = "in-cluster service account"
-    for net, plugin, ipam in _kube_ipam(networks):
-        path = ipam.get("kubeConfig")
-        capabilities = plugin.get("capabilities") if isinstance(plugin.get("capabilities"), dict) else {}
-        if not (isinstance(path, str) and path.strip()):
-            if capabilities.get(ANNOTATIONS_CAPABILITY) is True:
-                continue
-            path = kube_config.DEFAULT_KUBECONFIG
-        found.setdefault(path.strip(), f"{net.name}: ipam.kubeConfig")
-    return list(found.items())
-
-
-def api_check(path: str, named_by: str) -> Check:
+def api_check(kube: KubeFactory, path: str, named_by: str, timeout: float = TIMEOUT) -> Check:
     """`path` "": the in-cluster service account."""
     from multipy.clients import kube as kube_client
 
     subject = f"{named_by} {path}".rstrip()
     try:
-        client = kube_client.from_kubeconfig(path or None, timeout=TIMEOUT)
+        client = kube(path or None, timeout=timeout)
     except kube_client.KubeConfigError as error:
         return Check("api", subject, False, str(error))
     try:
@@ -264,37 +169,73 @@ def api_check(path: str, named_by: str) -> Check:
         return Check("api", subject, False, f"{client.server}: {refused} (HTTP {error.status}) for {whose}")
     except kube_client.KubeError as error:
         return Check("api", subject, False, str(error))
-    finally:
-        client.close()
     return Check("api", subject, True, f"{client.server} answers and accepts these credentials")
 
 
-# -- node files
+def conf_kubeconfig(conf: multus.MultusConf, environ=None) -> tuple[str, str] | None:
+    """(kubeconfig path, who names it) of the conf's own API, as the plugin finds it: its `kubeconfig`,
+    else the in-cluster service account (path "") when KUBERNETES_SERVICE_HOST is set; else None."""
+    environ = os.environ if environ is None else environ
+    if conf.kubeconfig:
+        return conf.kubeconfig, "kubeconfig"
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "", "in-cluster service account"
+    return None
 
 
-def flannel_checks(networks: list[Network]) -> list[Check]:
-    checks = []
+class Probe:
+    """The StatusProbe of one run: its clients (closed by close()) and what was already checked."""
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout
+        self._clients = ClientPool()
+        self.etcd = self._clients.etcd
+        self.kube = self._clients.kube
+        self._seen: set[Hashable] = set()
+
+    def first(self, key: Hashable) -> bool:
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def api(self, kubeconfig: str, named_by: str) -> Check | None:
+        if not self.first(("api", kubeconfig)):
+            return None
+        return api_check(self.kube, kubeconfig, named_by, self.timeout)
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+# -- what plugins declare
+
+
+def plugin_checks(networks: list[Network], registry: Registry, probe: Probe) -> list[Check]:
+    """Every plugin's declared checks (its type's, then its IPAM type's), in the conf's order.
+
+    They run whether the plugin runs natively or as a binary: the conf keys mean the same."""
+    checks: list[Check] = []
     for net, plugin in _plugins(networks):
-        if plugin["type"] != "flannel":
-            continue
-        path = plugin.get("subnetFile") if isinstance(plugin.get("subnetFile"), str) else ""
-        path = path or flannel_env.DEFAULT_PATH
-        try:
-            env = flannel_env.load(path)
-        except CNIError as error:
-            checks.append(Check("subnet.env", f"{net.name}: {path}", False, error.msg))
-            continue
-        subnets = ", ".join(str(s) for s in (env.subnet, env.ipv6_subnet) if s is not None)
-        networks = ", ".join(str(n) for n in (*env.networks, *env.ipv6_networks))
-        checks.append(
-            Check(
-                "subnet.env",
-                f"{net.name}: {path}",
-                True,
-                f"subnet {subnets} of {networks}, MTU {env.mtu}, IPMASQ {str(env.ipmasq).lower()}",
-            )
-        )
+        ipam = plugin.get("ipam") if isinstance(plugin.get("ipam"), dict) else {}
+        for group, plugin_type in ((DELEGATE_GROUP, plugin["type"]), (IPAM_GROUP, ipam.get("type"))):
+            if not isinstance(plugin_type, str) or not plugin_type:
+                continue
+            try:
+                hook = getattr(registry.find(group, plugin_type), "status_checks", None)
+            except CNIError:
+                continue  # the type check already says that it cannot load
+            if hook is None:
+                continue
+            try:
+                checks += hook(plugin, probe)
+            except Exception as error:  # a plugin's bug must not hide every other line
+                checks.append(Check("plugin", f"{net.name}: {plugin_type}", False,
+                                    f"status_checks failed: {type(error).__name__}: {error}"))  # fmt: skip
     return checks
+
+
+# -- node files
 
 
 def readiness_check(conf: multus.MultusConf) -> list[Check]:
@@ -311,11 +252,17 @@ def run_all(path: str, raw: bytes, resolver_factory=Resolver) -> list[Check]:
     first, conf = conf_check(path, raw)
     if conf is None:
         return [first]
-    checks, from_api = nad_checks(conf)
-    networks = [d.network for d in conf.delegates if d.network is not None] + from_api
-    checks = [first, *checks, *type_checks(networks, resolver_factory(conf))]
-    checks += etcd_checks(networks)
-    checks += [api_check(p, who) for p, who in kubeconfigs(conf, networks)]
-    checks += flannel_checks(networks)
-    checks += readiness_check(conf)
+    probe = Probe()
+    try:
+        checks, from_api = nad_checks(conf, probe)
+        networks = [d.network for d in conf.delegates if d.network is not None] + from_api
+        resolver = resolver_factory(conf)
+        checks = [first, *checks, *type_checks(networks, resolver)]
+        own_api = conf_kubeconfig(conf)
+        if own_api is not None and (api := probe.api(*own_api)) is not None:
+            checks.append(api)
+        checks += plugin_checks(networks, resolver.registry, probe)
+        checks += readiness_check(conf)
+    finally:
+        probe.close()
     return checks

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from . import checks as node_checks
 from .commands import EXIT_INVALID, EXIT_UNREADABLE, cli
 from .output import echo_json, output_option
 
@@ -29,13 +28,16 @@ def status(conf_path: str, output: str) -> None:
     \b
     Checks, each printed as one line with ok or FAIL and the reason:
       conf        the conf is valid (as `multipy validate`)
+      network     each network known only by name is a NetworkAttachmentDefinition
       type        every delegate type and IPAM type can run: a native plugin
                   (unless in binaryDelegates), else a binary in binDir, then CNI_PATH
-      etcd        each kube-ipam etcdConfig answers (2 s)
-      api         the Kubernetes API answers for the conf's kubeconfig and each
-                  kube-ipam kubeConfig, and the credentials may read pods (2 s)
-      subnet.env  each flannel delegate's subnetFile is there and complete
+      api         the Kubernetes API answers for the conf's kubeconfig, and the
+                  credentials may read pods (2 s)
       readiness   the readinessindicatorfile, if set, is there
+    and what each native plugin declares it needs, such as:
+      etcd        each kube-ipam etcdConfig answers (2 s)
+      api         each kube-ipam kubeConfig, as above
+      subnet.env  each flannel delegate's subnetFile is there and complete
 
     \b
     Exit codes: 0 every check passed; 1 a check failed; 2 the conf cannot be read
@@ -47,6 +49,8 @@ def status(conf_path: str, output: str) -> None:
     except OSError as error:
         click.echo(f"multipy status: {conf_path}: cannot read: {error.strerror}", err=True)
         sys.exit(EXIT_UNREADABLE)
+    from . import checks as node_checks  # the checks' imports are paid by `status` only
+
     results = node_checks.run_all(conf_path, raw)
     healthy = all(c.ok for c in results)
     if output == "json":

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 DEFAULT_PORT = 2379
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
 # etcd answers "no leader" before touching raft when asked to (clientv3's WithRequireLeader), so
 # a member cut off from its cluster refuses fast instead of holding the call until the deadline.
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -167,8 +169,8 @@ def connect(
     cert_file: str | None = None,
     key_file: str | None = None,
     ca_file: str | None = None,
-    timeout: float = 5.0,
-    connect_timeout: float = 2.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Etcd:
     """A client for `endpoints`. Checks the arguments and reads the TLS files now; connects on first use.
 

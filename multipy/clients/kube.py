@@ -10,6 +10,7 @@ name the API server and the object, and never carry the credentials.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -113,6 +114,22 @@ class Kube:
         self.timeout = timeout
         self._urllib3 = urllib3
         self._api = client.ApiClient(configuration)
+        self._owns_api = True
+
+    def bounded(self, *, timeout: float | None = None, total_timeout: float | None = None) -> Kube:
+        """This client's connection with its own limits and a fresh total budget.
+
+        What a pool hands each request: the connection (TLS, credentials, urllib3's pool) is shared,
+        but one request's budget is not another's. Closing the view leaves the connection open."""
+        timeout = self.timeout if timeout is None else timeout
+        if timeout <= 0 or (total_timeout is not None and total_timeout <= 0):
+            raise KubeConfigError("timeout must be positive")
+        view = copy.copy(self)
+        view.timeout = timeout
+        view.total_timeout = total_timeout
+        view._deadline = time.monotonic() + total_timeout if total_timeout else None
+        view._owns_api = False
+        return view
 
     def __repr__(self) -> str:
         return f"Kube({self.server})"
@@ -124,7 +141,9 @@ class Kube:
         self.close()
 
     def close(self) -> None:
-        self._api.close()
+        """Closes the connection; a no-op on a view from bounded(), whose connection is its origin's."""
+        if self._owns_api:
+            self._api.close()
 
     # -- pods
 

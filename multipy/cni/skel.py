@@ -17,7 +17,7 @@ from multipy.log import Log, Settings
 
 from . import env as cni_env
 from .errors import DECODE_FAILURE, INTERNAL, CNIError
-from .version import require_command, require_supported, version_reply
+from .version import LATEST, require_command, require_supported, version_reply
 
 if TYPE_CHECKING:
     from .result import Result
@@ -110,9 +110,16 @@ def run(
         if not isinstance(declared, str):
             raise CNIError(DECODE_FAILURE, f"error parsing network configuration: cniVersion {declared!r} is not a string")
         # libcni reads a missing version as 0.1.0; an unsupported one is not echoed back.
-        cni_version = require_supported(declared or "0.1.0")
-        require_command(cni_version, command)
-        request = Request(environment, raw, config, cni_version)
+        try:
+            cni_version = require_supported(declared or "0.1.0")
+        except CNIError:
+            if command != "DEL":
+                raise
+            # DEL has no result to version, and refusing it would strand a pod whose ADD was
+            # refused for this very reason: the handler decides from what was recorded.
+            log.warning("DEL with unsupported cniVersion %r: deleting what was recorded", declared)
+        require_command(cni_version or LATEST, command)
+        request = Request(environment, raw, config, cni_version or LATEST)
         handler = make_handler(request, log)
         result = getattr(handler, _METHODS[command])(request)
         if command == "ADD":

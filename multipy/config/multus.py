@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from multipy.cni.env import validate_ifname
 from multipy.cni.errors import CNIError
+from multipy.log import Rotation
 
-from . import confdir, network, schema
-from .problems import ConfigError, Problem, child
+from . import confdir, network, plugin_schemas, schema
+from .problems import ConfigError, Findings, Problem, child
 
 DEFAULT_CONF_DIR = "/etc/cni/multus/net.d"
 DEFAULT_CNI_DIR = "/var/lib/cni/multipy"
@@ -23,6 +24,10 @@ DEFAULT_GLOBAL_NAMESPACES = ("default",)
 
 # Keys a runtime adds per request; they are not the operator's and vary per pod.
 RUNTIME_KEYS = ("runtimeConfig", "prevResult", "args")
+# Keys of Go Multus v4's conf that have no meaning here: accepted (so a Multus conf loads), checked
+# for type by the schema, and named by warnings(). daemonSocketDir waits for thick mode.
+IGNORED_MULTUS_KEYS = ("ipam", "dns", "daemonSocketDir")
+IGNORED = "accepted for Go Multus compatibility and ignored"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class Delegate:
     master: bool
     interface: str | None = None  # the ifname the delegate asks for, if any
     ref: str | None = None  # the clusterNetwork/defaultNetworks entry it came from
+    path: str = "$"  # JSON path of the conf's entry naming it
 
     @property
     def name(self) -> str:
@@ -60,6 +66,10 @@ class MultusConf:
     global_namespaces: tuple[str, ...] = DEFAULT_GLOBAL_NAMESPACES
     kube_timeout: float = DEFAULT_KUBE_TIMEOUT
     kube_total_timeout: float = DEFAULT_KUBE_TOTAL_TIMEOUT
+    log_rotation: Rotation | None = None  # logOptions; None: logFile is only appended to
+    # retryDeleteOnError as written; None when left out (the orchestrator's DEL gives it meaning).
+    retry_delete_on_error: bool | None = None
+    daemon_socket_dir: str | None = None  # kept for thick mode; unused by the thin plugin
 
     @property
     def resolved(self) -> tuple[Delegate, ...]:
@@ -87,8 +97,8 @@ def _shape_problems(doc: dict) -> list[Problem]:
     """Rules across keys, which the schema states badly."""
     found = []
     has_delegates, has_cluster = "delegates" in doc, "clusterNetwork" in doc
-    if has_delegates == has_cluster:
-        found.append(Problem("$", "exactly one of 'delegates' or 'clusterNetwork' must be set"))
+    if not (has_delegates or has_cluster):  # with both, clusterNetwork wins as in Multus: see warnings()
+        found.append(Problem("$", "one of 'delegates' or 'clusterNetwork' must be set"))
     if "defaultNetworks" in doc and not has_cluster:
         found.append(Problem("$.defaultNetworks", "needs 'clusterNetwork'"))
     masters = [i for i, d in enumerate(doc.get("delegates") or []) if isinstance(d, dict) and d.get("masterplugin") is True]
@@ -104,13 +114,13 @@ def _shape_problems(doc: dict) -> list[Problem]:
 
 def _resolve(doc: dict) -> tuple[Delegate, ...]:
     version = doc["cniVersion"]
-    if "delegates" in doc:
+    if "clusterNetwork" not in doc:
         delegates = []
         flagged = any(isinstance(d, dict) and d.get("masterplugin") is True for d in doc["delegates"])
         for index, entry in enumerate(doc["delegates"]):
             path = child("$.delegates", index)
             master = entry.get("masterplugin") is True if flagged else index == 0
-            delegates.append(Delegate(network.from_dict(entry, path, version), master, entry.get("interface")))
+            delegates.append(Delegate(network.from_dict(entry, path, version), master, entry.get("interface"), path=path))
         return tuple(delegates)
     conf_dir = doc.get("confDir", DEFAULT_CONF_DIR)
     refs = [("$.clusterNetwork", doc["clusterNetwork"])]
@@ -126,7 +136,7 @@ def _resolve(doc: dict) -> tuple[Delegate, ...]:
             if not (may_be_nad and confdir.absent(ref, conf_dir)):
                 raise
             found = None
-        delegates.append(Delegate(found, master=(i == 0), ref=ref))
+        delegates.append(Delegate(found, master=(i == 0), ref=ref, path=path))
     return tuple(delegates)
 
 
@@ -150,28 +160,77 @@ def _interface_problems(delegates: tuple[Delegate, ...]) -> list[Problem]:
     return found
 
 
-def _check(doc, stamp_dir: str | None) -> tuple[list[Problem], tuple[Delegate, ...]]:
+def _plugin_findings(delegates: tuple[Delegate, ...], doc: dict, stamp_dir: str | None,
+                     schema_for: plugin_schemas.SchemaLookup) -> Findings:  # fmt: skip
+    """Every delegate's plugin confs against the schemas their native plugins declare."""
+    binary_types = frozenset(doc.get("binaryDelegates", ()))
+    found = Findings()
+    for delegate in delegates:
+        if delegate.network is None:
+            continue  # a NAD, known per pod
+        if delegate.ref is None:
+            found.extend(plugin_schemas.check(delegate.network, delegate.path, schema_for, binary_types, stamp_dir))
+            continue
+        # A file in confDir: its paths are the file's own, shown after the reference (as confdir.find does).
+        inner = plugin_schemas.check(delegate.network, "$", schema_for, binary_types, stamp_dir)
+        found.problems += [Problem(delegate.path, f"{delegate.ref!r}: {p}") for p in inner.problems]
+        found.unchecked += [Problem(delegate.path, f"{delegate.ref!r}: {p}") for p in inner.unchecked]
+    return found
+
+
+def _check(doc, stamp_dir: str | None,
+           schema_for: plugin_schemas.SchemaLookup | None) -> tuple[Findings, tuple[Delegate, ...]]:
     if not isinstance(doc, dict):
-        return [Problem("$", "the configuration must be a JSON object")], ()
-    found = schema.validate_cached(operator_part(doc), stamp_dir) + _runtime_problems(doc) + _shape_problems(doc)
+        return Findings([Problem("$", "the configuration must be a JSON object")]), ()
+    found = schema.validate_cached([schema.multus_target(operator_part(doc))], stamp_dir)
+    found += _runtime_problems(doc) + _shape_problems(doc)
     if found:
-        return found, ()
+        return Findings(found), ()
     try:
         delegates = _resolve(doc)
     except ConfigError as err:
-        return err.problems, ()
-    return _interface_problems(delegates), delegates
+        return Findings(err.problems), ()
+    findings = Findings(_interface_problems(delegates))
+    if schema_for is not None:
+        findings.extend(_plugin_findings(delegates, doc, stamp_dir, schema_for))
+    return findings, delegates
 
 
-def problems(doc, stamp_dir: str | None = None) -> list[Problem]:
-    """Every problem in a conf, for `multipy validate` and for load()."""
-    return _check(doc, stamp_dir)[0]
+def warnings(doc) -> list[Problem]:
+    """What a valid conf says that multipy ignores, for `multipy validate` and the log. Plain dict
+    work: it runs on every request, where the schema (jsonschema) is skipped for a known conf."""
+    if not isinstance(doc, dict):
+        return []
+    found = [Problem(child("$", key), IGNORED) for key in IGNORED_MULTUS_KEYS if key in doc]
+    if "delegates" in doc and "clusterNetwork" in doc:
+        found.append(Problem("$.delegates", "ignored: 'clusterNetwork' is set, and wins as in Go Multus"))
+    return found
 
 
-def load(doc: dict, stamp_dir: str | None = None) -> MultusConf:
-    found, delegates = _check(doc, stamp_dir)
-    if found:
-        raise ConfigError(found)
+def log_rotation(doc) -> Rotation | None:
+    """logOptions as a Rotation; also read from a conf not checked yet, to log why it is refused."""
+    options = doc.get("logOptions") if isinstance(doc, dict) else None
+    return Rotation.from_log_options(options) if isinstance(options, dict) else None
+
+
+def findings(doc, stamp_dir: str | None = None,
+             schema_for: plugin_schemas.SchemaLookup | None = None) -> Findings:
+    """Every problem in a conf, and the plugin confs that could not be checked, for `multipy validate`.
+
+    With `schema_for`, each delegate's plugin confs (and their `ipam`) are checked against the
+    schemas their native plugins declare; without it, only the multus conf itself is."""
+    return _check(doc, stamp_dir, schema_for)[0]
+
+
+def problems(doc, stamp_dir: str | None = None, schema_for: plugin_schemas.SchemaLookup | None = None) -> list[Problem]:
+    """Every problem in a conf, as load() finds them."""
+    return findings(doc, stamp_dir, schema_for).problems
+
+
+def load(doc: dict, stamp_dir: str | None = None, schema_for: plugin_schemas.SchemaLookup | None = None) -> MultusConf:
+    found, delegates = _check(doc, stamp_dir, schema_for)
+    if found.problems:
+        raise ConfigError(found.problems)
     return MultusConf(
         cni_version=doc["cniVersion"],
         name=doc["name"],
@@ -193,6 +252,9 @@ def load(doc: dict, stamp_dir: str | None = None) -> MultusConf:
         global_namespaces=_namespaces(doc.get("globalNamespaces", DEFAULT_GLOBAL_NAMESPACES)),
         kube_timeout=float(doc.get("kubeTimeout", DEFAULT_KUBE_TIMEOUT)),
         kube_total_timeout=float(doc.get("kubeTotalTimeout", DEFAULT_KUBE_TOTAL_TIMEOUT)),
+        log_rotation=log_rotation(doc),
+        retry_delete_on_error=doc.get("retryDeleteOnError"),
+        daemon_socket_dir=doc.get("daemonSocketDir"),
     )
 
 

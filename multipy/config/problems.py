@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 
@@ -14,6 +14,18 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+@dataclass
+class Findings:
+    """What checking a conf found: its problems, and the confs in it that could not be checked."""
+
+    problems: list[Problem] = field(default_factory=list)
+    unchecked: list[Problem] = field(default_factory=list)  # each says why it was not checked
+
+    def extend(self, other: Findings) -> None:
+        self.problems += other.problems
+        self.unchecked += other.unchecked
 
 
 class ConfigError(CNIError):

@@ -23,6 +23,14 @@ class PodRef:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True)
+class ApiPod:
+    """The pod as the API served it on ADD: the handle the network-status and events are written to."""
+
+    ref: PodRef
+    uid: str  # its UID in the API (a static pod's mirror has its own): the guard of every write
+
+
 def identify(arg) -> PodRef | None:
     """The pod named by CNI_ARGS (`arg` looks a key up); None unless namespace and name are both given."""
     namespace, name = arg("K8S_POD_NAMESPACE"), arg("K8S_POD_NAME")

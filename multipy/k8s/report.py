@@ -1,4 +1,8 @@
-"""What ADD tells the cluster: the pod's network-status annotation and AddedInterface events."""
+"""What ADD tells the cluster: the pod's network-status annotation and AddedInterface events.
+
+Reporter is the orchestrator's Reporter port (multipy.orchestrator.ports); `pod` is the
+ApiPod that PodNetworks.select handed the orchestrator.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from multipy.orchestrator.record import Record
 
 from . import status
 from .errors import cni_error
-from .pod import PodRef
+from .pod import ApiPod
 from .selection import STATUS_ANNOTATION
 
 
@@ -21,11 +25,12 @@ class Reporter:
         self._kube = kube
         self.log = log
 
-    def network_status(self, ref: PodRef, uid: str, record: Record, netns: str) -> str:
+    def network_status(self, pod: ApiPod, record: Record, netns: str) -> str:
         """Writes the annotation through pods/status; the value written is returned.
 
         Guarded by the pod's UID: the status of a recreated pod of the same name is never touched.
         """
+        ref, uid = pod.ref, pod.uid
         entries = []
         for attachment in record.attachments:
             result = attachment.result or {}
@@ -42,9 +47,10 @@ class Reporter:
             raise cni_error(error, doing) from None
         return value
 
-    def added_interfaces(self, ref: PodRef, uid: str, record: Record) -> None:
+    def added_interfaces(self, pod: ApiPod, record: Record) -> None:
         """One AddedInterface event per attachment, as Multus posts them. Best effort: the pod is
         wired and its status written, so a lost event is logged, never an error."""
+        ref, uid = pod.ref, pod.uid
         for attachment in record.attachments:
             message = status.added_interface_message(attachment.ifname, attachment.result or {}, attachment.status_name)
             try:

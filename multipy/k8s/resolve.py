@@ -3,6 +3,8 @@
 networks of its `k8s.v1.cni.cncf.io/networks` annotation, each a NetworkAttachmentDefinition.
 
 Runs on ADD only. DEL and CHECK work from the attachment record, never from the API.
+PodNetworks is the orchestrator's PodNetworks port (multipy.orchestrator.ports): this layer
+sits above the orchestrator and speaks its types; the orchestrator never imports it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from multipy.clients.kube import KubeError, KubeNotFound
+from multipy.cni.env import cni_arg
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, UNKNOWN_CONTAINER, CNIError
 from multipy.config.multus import Delegate, MultusConf
 from multipy.config.network import Network
 from multipy.orchestrator.plan import Wanted, from_conf
+from multipy.orchestrator.ports import PodSelection
 
 from . import nads, pod, selection
 from .errors import cni_error
@@ -25,6 +29,14 @@ class PodNetworks:
     def __init__(self, conf: MultusConf, kube: Callable[[], object]) -> None:
         self.conf = conf
         self._kube = kube
+
+    def select(self, cni_args: str) -> PodSelection | None:
+        """The pod kubelet names in CNI_ARGS (K8S_POD_*) and its networks; None when none is named."""
+        ref = pod.identify(lambda key: cni_arg(cni_args, key))
+        if ref is None:
+            return None
+        obj = self.read_pod(ref)
+        return PodSelection(pod.ApiPod(ref, pod.metadata(obj).get("uid") or ""), self.wanted(ref, obj))
 
     def read_pod(self, ref: pod.PodRef) -> dict:
         try:

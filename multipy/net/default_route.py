@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
-from .netlink import Netlink
+from .netlink import MAIN_TABLE, PROTO_STATIC, KernelRoute, Netlink
 
-_MAIN_TABLE = 254
+_ANY = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 
 
 def take(netlink: Netlink, netns: str, ifname: str, gateways: list[str]) -> None:
     """Per family of `gateways`: drop the default routes of every other interface, then route
     the default through the gateway on `ifname`. Nothing else in the namespace changes."""
-    with netlink.route(netns) as ipr:
-        index = Netlink.index(ipr, ifname)
-        if index is None:
+    with netlink.open(netns) as pod:
+        link = pod.link(ifname)
+        if link is None:
             raise OSError(f"interface {ifname} is not in {netns}")
         for gateway in gateways:
             gw = ipaddress.ip_address(gateway)
-            family = socket.AF_INET6 if gw.version == 6 else socket.AF_INET
-            for route in ipr.get_routes(family=family, table=_MAIN_TABLE):
-                if route["dst_len"] == 0 and route.get_attr("RTA_OIF") != index:
-                    ipr.route("del", family=family, dst_len=0, table=_MAIN_TABLE, oif=route.get_attr("RTA_OIF"),
-                              gateway=route.get_attr("RTA_GATEWAY"), priority=route.get_attr("RTA_PRIORITY"))
-            ipr.route("replace", family=family, dst="::/0" if gw.version == 6 else "0.0.0.0/0", gateway=str(gw),
-                      oif=index, table=_MAIN_TABLE)  # fmt: skip
+            for route in pod.routes(gw.version, MAIN_TABLE):
+                if route.dst.prefixlen == 0 and route.oif != link.index:
+                    pod.del_route(route)
+            pod.replace_route(KernelRoute(_ANY[gw.version], oif=link.index, gateway=gw, table=MAIN_TABLE,
+                                          proto=PROTO_STATIC))  # fmt: skip

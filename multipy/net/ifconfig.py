@@ -13,7 +13,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from . import sysctl
-from .netlink import LinkError, Netlink
+from .netlink import KernelRoute, LinkError, Namespace
 
 if TYPE_CHECKING:
     from multipy.cni.result import Result
@@ -23,12 +23,12 @@ class ConfigureError(Exception):
     """Configuring the interface failed; the message reads like the reference's."""
 
 
-def configure(ipr, netns: str | None, ifname: str, result: Result) -> None:
-    """Apply `result` to `ifname` through `ipr`, an IPRoute already open in `netns`."""
+def configure(ns: Namespace, netns: str | None, ifname: str, result: Result) -> None:
+    """Apply `result` to `ifname` through `ns`, the Namespace open on `netns`."""
     if not result.interfaces:
         raise ConfigureError("no interfaces to configure")
-    index = Netlink.index(ipr, ifname)
-    if index is None:
+    link = ns.link(ifname)
+    if link is None:
         raise ConfigureError(f"failed to lookup {ifname!r}: Link not found")
     gateways: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
     ipv6_enabled = False
@@ -40,31 +40,22 @@ def configure(ipr, netns: str | None, ifname: str, result: Result) -> None:
         if ipc.address.version == 6 and not ipv6_enabled:
             _enable_ipv6(netns, ifname)
             ipv6_enabled = True
-        spec = {"index": index, "address": str(ipc.address.ip), "prefixlen": ipc.address.network.prefixlen}
-        if ipc.address.version == 4 and ipc.address.network.prefixlen < 31:
-            spec["broadcast"] = str(ipc.address.network.broadcast_address)  # as the reference's `brd`
         try:
-            ipr.addr("add", **spec)
+            ns.add_address(link.index, ipc.address)
         except LinkError as exc:
             raise ConfigureError(f"failed to add IP addr {ipc.address} to {ifname!r}: {exc.strerror}") from None
         if ipc.gateway is not None:
             gateways.setdefault(ipc.gateway.version, ipc.gateway)
     try:
-        ipr.link("set", index=index, state="up")
+        ns.set_up(link.index)
     except LinkError as exc:
         raise ConfigureError(f"failed to set {ifname!r} UP: {exc.strerror}") from None
     for route in result.routes:
         gw = route.gw if route.gw is not None else gateways.get(route.dst.version)
-        # proto boot (3) is what the reference's netlink library leaves the kernel to pick; pyroute2 says static.
-        spec: dict = {"dst": str(route.dst), "oif": index, "proto": 3}
-        if gw is not None:
-            spec["gateway"] = str(gw)
-        for key in ("priority", "table", "scope"):
-            value = getattr(route, key)
-            if value:
-                spec[key] = value
+        kernel_route = KernelRoute(route.dst, oif=link.index, gateway=gw, table=route.table or 0,
+                                   priority=route.priority or 0, scope=route.scope or 0)  # fmt: skip
         try:
-            ipr.route("append", **spec)
+            ns.append_route(kernel_route)
         except LinkError as exc:
             raise ConfigureError(f"failed to add route '{route.dst} via {gw} dev {ifname}': {exc.strerror}") from None
 

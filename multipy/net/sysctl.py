@@ -31,5 +31,23 @@ def read(netns: str | None, key: str) -> str:
 
 
 def write(netns: str | None, values: dict[str, str]) -> None:
-    """Write every key=value in one visit to `netns`, in order."""
+    """Write every key=value in one visit to `netns`, in order; the first failure stops it."""
     run_in(netns, _write, values)
+
+
+def _write_each(values: dict[str, str]) -> dict[str, OSError]:
+    failed = {}
+    for key, value in values.items():
+        try:
+            _write({key: value})
+        except OSError as exc:
+            failed[key] = exc
+    return failed
+
+
+def write_each(netns: str | None, values: dict[str, str]) -> dict[str, OSError]:
+    """Write every key=value in one visit to `netns`, past failures; returns the keys that failed.
+
+    For the sysctls the reference sets best effort (e.g. IPv6 ones where IPv6 is off).
+    """
+    return run_in(netns, _write_each, values)

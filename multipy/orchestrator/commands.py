@@ -1,8 +1,13 @@
 """ADD, DEL, CHECK, GC and STATUS over a pod's delegates.
 
 Everything the orchestrator touches comes in through its constructor (the conf,
-the chain runner with its clients, the record store, a logger), so one process
-can serve many requests: nothing here is global.
+the chain runner with its clients, the record store, a logger, and the cluster's
+ports), so one process can serve many requests: nothing here is global, and nothing
+shared (conf, chain, store) is changed by a request.
+
+A rollback and a DEL are the same act: an undo stack (multipy.cni.undo) of delegate
+DELs, run newest first past failures. ADD pushes each delegate's DEL before running
+its ADD, so a failed delegate is DELed too.
 """
 
 from __future__ import annotations
@@ -10,9 +15,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from multipy.cni.env import cni_arg
 from multipy.cni.errors import (
     INTERNAL,
     NO_ATTACHMENT_RECORD,
@@ -22,27 +25,18 @@ from multipy.cni.errors import (
     CNIError,
 )
 from multipy.cni.result import Result
+from multipy.cni.undo import Undo, UndoFailure, add_details, describe
 from multipy.config import network
 from multipy.config.multus import MultusConf
-from multipy.k8s.pod import identify
 from multipy.log import Log
 from multipy.plugins.chain import Chain
 from multipy.plugins.contract import Invocation
 
 from . import plan
+from .ports import PodNetworks, Reporter
 from .record import Attachment, CorruptRecord, Record, RecordStore
 
-if TYPE_CHECKING:
-    from multipy.k8s.report import Reporter
-    from multipy.k8s.resolve import PodNetworks
-
 _READINESS_POLL = 0.25  # seconds
-
-
-@dataclass(frozen=True)
-class Failure:
-    attachment: Attachment
-    error: CNIError
 
 
 @dataclass(frozen=True)
@@ -56,9 +50,6 @@ class Request:
     capability_args: dict | None = None
     cni_version: str | None = None  # the runtime's, for ADD's result; None keeps the master's
 
-    def arg(self, key: str) -> str:
-        return cni_arg(self.cni_args, key)
-
 
 def _without_runtime_addresses(cni_args: str) -> str:
     # The runtime's IP=/MAC= ask for its own interface, which the master wires;
@@ -67,11 +58,20 @@ def _without_runtime_addresses(cni_args: str) -> str:
     return ";".join(kept)
 
 
-def _context(err: CNIError, attachment: Attachment, verb: str) -> CNIError:
+def _label(attachment: Attachment, verb: str) -> str:
     network_type = attachment.network.get("type") or "conflist"
-    return CNIError(
-        err.code, f'delegate "{attachment.name}" ({network_type} on {attachment.ifname}) {verb}: {err.msg}', err.details
-    )
+    return f'delegate "{attachment.name}" ({network_type} on {attachment.ifname}) {verb}'
+
+
+def _context(err: CNIError, attachment: Attachment, verb: str) -> CNIError:
+    return CNIError(err.code, f"{_label(attachment, verb)}: {err.msg}", err.details)
+
+
+def _as_error(failure: UndoFailure) -> CNIError:
+    """A delegate DEL that failed, as the runtime sees it: its own code, 999 for a crash."""
+    err = failure.error
+    code, details = (err.code, err.details) if isinstance(err, CNIError) else (INTERNAL, "")
+    return CNIError(code, f"{failure.what}: {describe(err)}", details)
 
 
 def _summary(errors: list[CNIError], what: str) -> CNIError:
@@ -91,8 +91,9 @@ class Orchestrator:
         pods: PodNetworks | None = None,
         reporter: Reporter | None = None,
     ) -> None:
-        # conf_error: the conf on disk is broken; DEL may still work from a record.
-        # pods/reporter: the Kubernetes API, when the conf has one; used by ADD only.
+        # conf_error: the conf is unusable (`conf` is a stand-in holding its name and cniDir).
+        # Every command fails with it but DEL, which works from a record or finds nothing to do.
+        # pods/reporter: the cluster (multipy.k8s through the ports), when the conf has one; ADD only.
         self.conf = conf
         self.chain = chain
         self.store = store
@@ -103,9 +104,11 @@ class Orchestrator:
 
     # -- helpers -------------------------------------------------------------
 
-    def _planned(self, req: Request, wanted: list[plan.Wanted] | None = None) -> Record:
+    def _require_conf(self) -> None:
         if self.conf_error is not None:
             raise self.conf_error
+
+    def _planned(self, req: Request, wanted: list[plan.Wanted] | None = None) -> Record:
         return Record(
             network_name=self.conf.name,
             container_id=req.container_id,
@@ -126,37 +129,50 @@ class Orchestrator:
         # The pod's per-network requests (ips, mac, ...) win over the runtime's for that network.
         return {**record.capability_args, **attachment.runtime_config}
 
-    def _load(self, req: Request) -> Record | None:
-        try:
-            return self.store.load(self.conf.name, req.container_id, req.ifname)
-        except CorruptRecord as exc:
-            self.log.warning("ignoring unreadable attachment record, using the current config: %s", exc)
-            return None
+    def _chain(self, record: Record) -> Chain:
+        # DEL and CHECK must reach the implementation the ADD used, whatever binaryDelegates says now.
+        return self.chain.using_binaries(record.binary_types)
 
-    def _teardown(self, record: Record, attachments: list[Attachment], netns: str) -> list[Failure]:
-        """DEL each attachment in reverse, past failures; the failures are returned."""
-        failures: list[Failure] = []
-        for attachment in reversed(attachments):
-            try:
-                prev = Result.from_json(attachment.result) if attachment.result else None
-            except CNIError:
-                prev = None  # a damaged result must not cost the delegate its DEL
-            try:
-                net = network.from_dict(attachment.network)
-                inv = self._invocation("DEL", record, attachment, netns)
-                with self.chain.binaries(record.binary_types):
-                    self.chain.delete(net, inv, self._capabilities(record, attachment), prev, attachment.cni_args)
-                self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
-                continue
-            except CNIError as err:
-                error = err
-            except Exception as exc:  # noqa: BLE001 - keep deleting the others
-                self.log.exception("DEL %s on %s crashed", attachment.name, attachment.ifname)
-                error = CNIError(INTERNAL, f"{type(exc).__name__}: {exc}")
-            failure = Failure(attachment, _context(error, attachment, "DEL failed"))
-            self.log.error("%s", failure.error.msg)
-            failures.append(failure)
-        return failures
+    def _add_one(self, chain: Chain, record: Record, attachment: Attachment, netns: str) -> dict:
+        """One delegate's ADD; its result on the wire, in its own version."""
+        try:
+            net = network.from_dict(attachment.network)
+            inv = self._invocation("ADD", record, attachment, netns)
+            result = chain.add(net, inv, self._capabilities(record, attachment), attachment.cni_args)
+        except CNIError as err:
+            raise _context(err, attachment, "ADD failed") from err
+        self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
+        return result.to_json(result.cni_version)
+
+    def _delete_one(self, chain: Chain, record: Record, attachment: Attachment, netns: str) -> None:
+        """One delegate's DEL with its ADD-time config and result; raises what the delegate raised."""
+        try:
+            prev = Result.from_json(attachment.result) if attachment.result else None
+        except CNIError:
+            prev = None  # a damaged result must not cost the delegate its DEL
+        try:
+            net = network.from_dict(attachment.network)
+            inv = self._invocation("DEL", record, attachment, netns)
+            chain.delete(net, inv, self._capabilities(record, attachment), prev, attachment.cni_args)
+        except CNIError as err:
+            self.log.error("%s: %s", _label(attachment, "DEL failed"), err.msg)
+            raise
+        except Exception:
+            self.log.exception("%s", _label(attachment, "DEL crashed"))
+            raise
+        self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
+
+    def _push_delete(self, undo: Undo, chain: Chain, record: Record, attachment: Attachment, netns: str) -> None:
+        undo.push(self._delete_one, chain, record, attachment, netns, what=_label(attachment, "DEL failed"),
+                  tag=attachment)  # fmt: skip
+
+    def _teardown(self, record: Record, attachments: list[Attachment], netns: str) -> list[UndoFailure]:
+        """DEL each attachment in reverse, past failures; the failures (tagged with their attachment)."""
+        chain = self._chain(record)
+        undo = Undo()
+        for attachment in attachments:
+            self._push_delete(undo, chain, record, attachment, netns)
+        return undo.run()
 
     def _wait_ready(self) -> None:
         path = self.conf.readiness_file
@@ -172,27 +188,29 @@ class Orchestrator:
                 )
             time.sleep(_READINESS_POLL)
 
+    def _retry_delete_on_error(self) -> bool:
+        # Go Multus removes its cache after a failed delegate DEL unless retryDeleteOnError is
+        # set. multipy keeps the record by default (stricter: a DEL that failed is retried with
+        # the exact config, Multus R1); an explicit false asks for Multus's default.
+        return self.conf.retry_delete_on_error is not False
+
     # -- commands --------------------------------------------------------------
 
     def add(self, req: Request) -> Result:
         """The master's result in the runtime's version; on any failure, nothing stays attached."""
+        self._require_conf()
         self._wait_ready()
-        pod, pod_uid, wanted = self._pod_networks(req)
-        record = self._planned(req, wanted)
+        selection = self.pods.select(req.cni_args) if self.pods is not None else None
+        record = self._planned(req, selection.wanted if selection is not None else None)
         self._clear_leftovers(req, record)
         self.store.save(record)  # write-ahead: a crash from here on still leaves DEL a record
-        started: list[Attachment] = []
+        chain = self._chain(record)
+        undo = Undo()
         try:
             for attachment in record.attachments:
-                started.append(attachment)
-                net = network.from_dict(attachment.network)
-                inv = self._invocation("ADD", record, attachment, req.netns)
-                try:
-                    result = self.chain.add(net, inv, self._capabilities(record, attachment), attachment.cni_args)
-                except CNIError as err:
-                    raise _context(err, attachment, "ADD failed") from err
-                attachment.result = result.to_json(result.cni_version)
-                self.log.info("ADD %s on %s done", attachment.name, attachment.ifname)
+                # Pushed before the ADD: a delegate whose ADD fails is DELed too, as libcni and Multus do.
+                self._push_delete(undo, chain, record, attachment, req.netns)
+                attachment.result = self._add_one(chain, record, attachment, req.netns)
             if any(a.default_route for a in record.attachments):
                 from . import default_route  # netlink and socket: only for pods that ask
 
@@ -201,79 +219,117 @@ class Orchestrator:
             # Converting may fail (an L2-only result has no 0.2.0 form): that too must roll back.
             answer = Result.from_json(master.result)
             answer = answer.convert(req.cni_version or answer.cni_version)
-            if pod is not None and self.reporter is not None:
+            if selection is not None and self.reporter is not None:
                 # A pod whose status cannot say what it got is rolled back: kubelet retries the
                 # ADD, and an operator never sees a running pod without its network-status.
-                self.reporter.network_status(pod, pod_uid, record, req.netns)
+                self.reporter.network_status(selection.pod, record, req.netns)
             self.store.save(record)
         except Exception as exc:
-            self._roll_back(record, started, req.netns, exc)
+            self.log.warning("ADD failed (%s); rolling back %d delegate(s)", exc, len(undo.steps))
+            self._keep_what_holds(record, undo.unwind(exc), exc)
             raise
-        if pod is not None and self.reporter is not None:
-            self.reporter.added_interfaces(pod, pod_uid, record)
+        if selection is not None and self.reporter is not None:
+            self.reporter.added_interfaces(selection.pod, record)
         return answer
 
-    def _pod_networks(self, req: Request):
-        """(pod, its UID in the API, the networks it gets); the pod is None without the API."""
-        pod = identify(req.arg)
-        if pod is None or self.pods is None:
-            return None, "", None
-        obj = self.pods.read_pod(pod)
-        wanted = self.pods.wanted(pod, obj)
-        return pod, (obj.get("metadata") or {}).get("uid") or "", wanted
+    def _keep_what_holds(self, record: Record, failures: list[UndoFailure], cause: Exception) -> None:
+        """After a rollback: the record keeps the attachments still holding resources, else it goes.
 
-    def _roll_back(self, record: Record, started: list[Attachment], netns: str, cause: Exception) -> None:
-        self.log.warning("ADD failed (%s); rolling back %d delegate(s)", cause, len(started))
-        failures = self._teardown(record, started, netns)
-        if isinstance(cause, CNIError) and failures:
-            rollback = "; ".join(f.error.msg for f in failures)
-            cause.details = "; ".join(filter(None, [cause.details, f"rollback incomplete: {rollback}"]))
-        # Only delegates that finished ADD are known to hold resources. The one whose ADD
-        # failed had to undo its own work (SPEC), and its DEL failing as well (Go macvlan < 1.4
-        # fails DEL whenever its master is gone) must not pin the record: the runtime's DEL
-        # still reaches it through the current config.
-        holding = [f.attachment for f in failures if f.attachment.result is not None]
-        if holding:
-            record.attachments = holding[::-1]
-            self.store.save(record)  # kept for the runtime's DEL, with what is left to undo
-        else:
-            self.store.remove(record.network_name, record.container_id, record.ifname)
+        Only delegates that finished ADD are known to hold resources. The one whose ADD
+        failed had to undo its own work (SPEC), and its DEL failing as well (Go macvlan < 1.4
+        fails DEL whenever its master is gone) must not pin the record: the runtime's DEL
+        still reaches it through the current config.
+        """
+        holding = [f.tag for f in reversed(failures) if f.tag.result is not None]
+        try:
+            if holding:
+                record.attachments = holding
+                self.store.save(record)  # kept for the runtime's DEL, with what is left to undo
+            else:
+                self.store.remove(record.network_name, record.container_id, record.ifname)
+        except CNIError as err:  # the ADD's own error is what the runtime must see
+            self.log.error("after the rollback: %s", err.msg)
+            add_details(cause, f"attachment record not updated: {err.msg}")
 
     def _clear_leftovers(self, req: Request, planned: Record) -> None:
         """A retried ADD after a crash must not trip over the first try's interfaces."""
         if not self.store.exists(planned.network_name, req.container_id, req.ifname):
             return
-        leftover = self._load(req) or planned
         self.log.warning("found the record of an unfinished ADD; removing its attachments first")
+        try:
+            leftover = self.store.load(planned.network_name, req.container_id, req.ifname) or planned
+        except CorruptRecord as exc:
+            self.log.warning("ignoring unreadable attachment record, using the current config: %s", exc)
+            leftover = planned
         failures = self._teardown(leftover, leftover.attachments, req.netns)
         if failures:
             raise CNIError(
                 TRY_AGAIN_LATER,
-                f"attachments of an earlier ADD for this container could not be removed: {failures[0].error.msg}",
+                f"attachments of an earlier ADD for this container could not be removed: {_as_error(failures[0]).msg}",
             )
 
     def delete(self, req: Request) -> None:
-        record = self._load(req)
+        record = self._record_to_delete(req)
         if record is None:
-            # No record (or a damaged one): DEL the delegates the current config names,
-            # never "nothing to do" (Multus #1087 leaked addresses that way). The networks of
-            # the pod's annotations are not among them: DEL never waits for the API.
-            try:
-                record = self._planned(req)
-            except CNIError as err:
-                if err is self.conf_error:
-                    raise
-                self.log.warning("no attachment record, and the conf names no network usable without the API "
-                                 "(%s): nothing is known to delete", err.msg)  # fmt: skip
-                return
-            self.log.info("no attachment record; deleting by the current config")
+            return
         failures = self._teardown(record, record.attachments, req.netns)
-        if failures:
-            errors = [f.error for f in failures]
+        if not failures:
+            self.store.remove(record.network_name, record.container_id, record.ifname)
+            return
+        errors = [_as_error(f) for f in failures]
+        if self._retry_delete_on_error():
             raise _summary(errors, f"DEL of {len(errors)} delegate(s) failed; the record is kept for a retry")
-        self.store.remove(self.conf.name, req.container_id, req.ifname)
+        self.store.remove(record.network_name, record.container_id, record.ifname)
+        raise _summary(errors, f"DEL of {len(errors)} delegate(s) failed; the record is removed "
+                       "(retryDeleteOnError is false)")  # fmt: skip
+
+    def _record_to_delete(self, req: Request) -> Record | None:
+        """What DEL undoes: the record, else the current conf's delegates; None when nothing is known.
+
+        A missing record means nothing was added (it is written before any delegate runs), so a
+        DEL then succeeds whatever the conf says: a conf refused at ADD must not strand the pod
+        in every later DEL. A damaged record never means "nothing to do" (Multus #1087): the
+        current conf's delegates are DELed instead, and with no usable conf either, DEL fails.
+        """
+        name = self.conf.name
+        if not self.store.nameable(name, req.container_id, req.ifname):
+            # No record can exist under this name. A conf too broken to name its network may
+            # still have been fine at ADD: its record is found by the attachment alone.
+            found = self.store.networks_of(req.container_id, req.ifname) if self.conf_error is not None else []
+            if not found:
+                self.log.warning("no attachment record can exist for network %r, container %r, ifname %r: "
+                                 "nothing was added, nothing to delete", name, req.container_id, req.ifname)
+                return None
+            if len(found) > 1:
+                raise CNIError(self.conf_error.code, f"{self.conf_error.msg} (and the records of networks "
+                               f"{', '.join(found)} match this attachment: which one is meant is unknown)")
+            name = found[0]
+        try:
+            record = self.store.load(name, req.container_id, req.ifname)
+        except CorruptRecord as exc:
+            if self.conf_error is not None:
+                raise CNIError(self.conf_error.code, f"attachment record unreadable ({exc}), and the conf cannot "
+                               f"say what to delete instead: {self.conf_error.msg}", self.conf_error.details) from None
+            self.log.warning("ignoring unreadable attachment record, using the current config: %s", exc)
+        else:
+            if record is not None:
+                return record
+            if self.conf_error is not None:
+                self.log.warning("no attachment record, so nothing was added; the conf is unusable (%s) but "
+                                 "there is nothing to delete", self.conf_error.msg)  # fmt: skip
+                return None
+        # The networks of the pod's annotations are not among the conf's: DEL never waits for the API.
+        try:
+            record = self._planned(req)
+        except CNIError as err:
+            self.log.warning("no attachment record, and the conf names no network usable without the API "
+                             "(%s): nothing is known to delete", err.msg)  # fmt: skip
+            return None
+        self.log.info("no attachment record; deleting by the current config")
+        return record
 
     def check(self, req: Request) -> None:
+        self._require_conf()
         try:
             record = self.store.load(self.conf.name, req.container_id, req.ifname)
         except CorruptRecord as exc:
@@ -283,24 +339,24 @@ class Orchestrator:
                 NO_ATTACHMENT_RECORD,
                 f"no attachment record for container {req.container_id} on {req.ifname}: nothing was added",
             )
+        chain = self._chain(record)
         for attachment in record.attachments:
             if attachment.result is None:
                 raise CNIError(NO_ATTACHMENT_RECORD, f'delegate "{attachment.name}" has no ADD result to check')
-            net = network.from_dict(attachment.network)
             try:
-                with self.chain.binaries(record.binary_types):
-                    self.chain.check(
-                        net,
-                        self._invocation("CHECK", record, attachment, req.netns),
-                        self._capabilities(record, attachment),
-                        Result.from_json(attachment.result),
-                        attachment.cni_args,
-                    )
+                chain.check(
+                    network.from_dict(attachment.network),
+                    self._invocation("CHECK", record, attachment, req.netns),
+                    self._capabilities(record, attachment),
+                    Result.from_json(attachment.result),
+                    attachment.cni_args,
+                )
             except CNIError as err:
                 raise _context(err, attachment, "CHECK failed") from err
 
     def gc(self, valid: set[tuple[str, str]]) -> None:
         """DEL the records of attachments not in `valid` (containerID, ifname), then GC each delegate."""
+        self._require_conf()
         errors: list[CNIError] = []
         live: list[Record] = []
         for record in self.store.all(self.conf.name):
@@ -311,7 +367,7 @@ class Orchestrator:
             # The namespace recorded at ADD, as libcni GC does; delegates tolerate it being gone.
             failed = self._teardown(record, record.attachments, record.netns)
             if failed:
-                errors += [f.error for f in failed]
+                errors += [_as_error(f) for f in failed]
                 live.append(record)
             else:
                 self.store.remove(record.network_name, record.container_id, record.ifname)
@@ -331,6 +387,7 @@ class Orchestrator:
             raise _summary(errors, f"GC finished with {len(errors)} error(s)")
 
     def status(self) -> None:
+        self._require_conf()
         path = self.conf.readiness_file
         if path and not os.path.exists(path):
             raise CNIError(STATUS_UNAVAILABLE, f"readiness indicator file {path} does not exist")

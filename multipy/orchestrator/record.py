@@ -71,13 +71,34 @@ class RecordStore:
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
-    def path(self, network_name: str, container_id: str, ifname: str) -> str:
+    @staticmethod
+    def _unnameable(*parts: str) -> str | None:
         # ':' appears in none of the three (CNI name and ID patterns, ifname rules), so
         # unlike libcni's '-' it cannot make two attachments share a file.
-        for part in (network_name, container_id, ifname):
-            if not part or part[0] == "." or any(ch in part for ch in "/:\0"):
-                raise CNIError(IO_FAILURE, f"cannot name an attachment record after {part!r}")
+        return next((p for p in parts if not p or p[0] == "." or any(ch in p for ch in "/:\0")), None)
+
+    def nameable(self, network_name: str, container_id: str, ifname: str) -> bool:
+        """Whether a record could ever have been written for this attachment (ADD writes it first)."""
+        return self._unnameable(network_name, container_id, ifname) is None
+
+    def path(self, network_name: str, container_id: str, ifname: str) -> str:
+        bad = self._unnameable(network_name, container_id, ifname)
+        if bad is not None:
+            raise CNIError(IO_FAILURE, f"cannot name an attachment record after {bad!r}")
         return os.path.join(self.directory, f"{network_name}:{container_id}:{ifname}")
+
+    def networks_of(self, container_id: str, ifname: str) -> list[str]:
+        """The meta networks holding a record of (container_id, ifname): what a DEL whose conf
+        names no usable network can still find."""
+        if self._unnameable(container_id, ifname) is not None:
+            return []
+        suffix = f":{container_id}:{ifname}"
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        networks = (n[: -len(suffix)] for n in names if n.endswith(suffix))
+        return sorted(n for n in networks if self._unnameable(n) is None)
 
     def save(self, record: Record) -> None:
         final = self.path(record.network_name, record.container_id, record.ifname)

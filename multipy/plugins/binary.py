@@ -1,4 +1,9 @@
-"""Running a CNI plugin binary exactly as a runtime does (libcni pkg/invoke)."""
+"""Running a CNI plugin binary exactly as a runtime does (libcni pkg/invoke).
+
+`Exec` is the seam libcni calls invoke.Exec: how a plugin binary is found and run.
+`RawExec` execs real files; the test kit's FakeDelegates (multipy.testing.fake_delegates)
+scripts them, so the orchestrator's paths run with no binary, no root and no namespace.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import os
 import signal
 import subprocess
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from multipy.cni.errors import (
     DELEGATE_BAD_OUTPUT,
@@ -94,3 +101,29 @@ def run(binary: str, inv: Invocation, stdin: bytes, timeout: float, log: Log, ba
     if proc.returncode != 0:
         raise _error_from_output(binary, proc.stdout, proc.stderr, proc.returncode)
     return proc.stdout
+
+
+class Exec(Protocol):
+    """Finds and runs plugin binaries; errors are CNIErrors, as `find_binary` and `run` raise them."""
+
+    def find(self, plugin_type: str, dirs: tuple[str, ...]) -> str:
+        """The path of `plugin_type`'s binary in `dirs`."""
+        ...
+
+    def run(self, path: str, inv: Invocation, stdin: bytes, timeout: float) -> bytes:
+        """Its stdout for a successful run."""
+        ...
+
+
+@dataclass(frozen=True)
+class RawExec:
+    """The real Exec: files on disk, executed as a runtime executes them."""
+
+    log: Log
+    base_env: Mapping[str, str] | None = None  # the environment delegates inherit; None: this process's
+
+    def find(self, plugin_type: str, dirs: tuple[str, ...]) -> str:
+        return find_binary(plugin_type, dirs)
+
+    def run(self, path: str, inv: Invocation, stdin: bytes, timeout: float) -> bytes:
+        return run(path, inv, stdin, timeout, self.log, self.base_env)

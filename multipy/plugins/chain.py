@@ -7,8 +7,8 @@ the binary of that name from the search path.
 
 from __future__ import annotations
 
+import copy
 import json
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from multipy.config.network import Network
     from multipy.log import Log
 
+    from .binary import Exec
     from .registry import Registry
 
 _METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
@@ -46,7 +47,9 @@ def build_conf(
 
     `cni_args` (a pod's per-network "cni-args") are merged into the plugin's args.cni, as Multus does.
     """
-    conf = dict(plugin)
+    # A deep copy, as a binary gets its own bytes: a native plugin that edits its conf must not
+    # edit the conf shared with other plugins, requests or threads.
+    conf = copy.deepcopy(plugin)
     if cni_args:
         args = dict(conf.get("args") or {})
         args["cni"] = {**(args.get("cni") or {}), **cni_args}
@@ -67,6 +70,14 @@ def build_conf(
 
 
 class Chain:
+    """Runs networks for the requests of one conf; never changed once built, so threads may share it.
+
+    A choice that varies per request (the `binaryDelegates` a record says its ADD used) is a
+    new view from `using_binaries`, never a change to this one. Native plugins get
+    `plugin_services`: the shared clients, with IPAM and delegates run through this very chain
+    (view), so a main plugin's IPAM sees the same binary-or-native choice as the main plugin.
+    """
+
     def __init__(
         self,
         registry: Registry,
@@ -76,38 +87,33 @@ class Chain:
         log: Log,
         base_env: dict | None = None,
         binary_types: frozenset[str] = frozenset(),
+        runner: Exec | None = None,
     ) -> None:
         self.log = log
         self.registry = registry
-        self.services = services
+        self.services = services  # shared: only read, never filled in
         self.search_path = search_path
         self.timeout = timeout
         self.base_env = base_env
-        self.binary_types = binary_types
+        self.binary_types = frozenset(binary_types)
+        self.runner = runner if runner is not None else binary.RawExec(log, base_env)
+        self.plugin_services = replace(services, ipam=self.ipam, delegate=self.delegate)
 
-    def serve(self, services: Services) -> None:
-        """Let native plugins run IPAM and other delegates through this chain (unless a daemon set its own)."""
-        if services.ipam is None:
-            services.ipam = self.ipam
-        if services.delegate is None:
-            services.delegate = lambda inv, conf: self.call(conf, inv)
-
-    @contextmanager
-    def binaries(self, binary_types):
-        """Run `binary_types` as binaries for a while (what a record says its ADD used).
-
-        In place rather than on a copy: native plugins reach IPAM through this same
-        chain (Services.ipam), and they must see the same choice.
-        """
-        saved, self.binary_types = self.binary_types, frozenset(binary_types)
-        try:
-            yield self
-        finally:
-            self.binary_types = saved
+    def using_binaries(self, binary_types) -> Chain:
+        """This chain with `binary_types` run as binaries (what a record says its ADD used)."""
+        wanted = frozenset(binary_types)
+        if wanted == self.binary_types:
+            return self
+        return Chain(self.registry, self.services, self.search_path, self.timeout, self.log, self.base_env,
+                     wanted, self.runner)  # fmt: skip
 
     def call(self, conf: dict, inv: Invocation) -> Result | None:
         """One plugin of a network (`conf` as build_conf made it), one command; ADD returns its Result."""
         return self._run(DELEGATE_GROUP, conf["type"], conf, inv)
+
+    def delegate(self, inv: Invocation, conf: dict) -> Result | None:
+        """Services.delegate: another main plugin by its `type`, as flannel runs bridge."""
+        return self.call(conf, inv)
 
     def ipam(self, inv: Invocation, conf: dict) -> Result | None:
         """Run the IPAM plugin of a main plugin's `conf` (libcni DelegateAdd/Del/Check).
@@ -132,9 +138,9 @@ class Chain:
         factory = None if plugin_type in self.binary_types else self.registry.find(group, plugin_type)
         if factory is not None:
             return self._call_native(factory, plugin_type, version, conf, inv)
-        path = binary.find_binary(plugin_type, self.search_path)
+        path = self.runner.find(plugin_type, self.search_path)
         inv = replace(inv, path=self.search_path)
-        out = binary.run(path, inv, json.dumps(conf).encode(), self.timeout, self.log, self.base_env)
+        out = self.runner.run(path, inv, json.dumps(conf).encode(), self.timeout)
         if inv.command != "ADD":
             return None
         try:
@@ -147,7 +153,7 @@ class Chain:
         return Result.from_json(doc).convert(version)
 
     def _call_native(self, factory, plugin_type: str, version: str, conf: dict, inv: Invocation) -> Result | None:
-        plugin = factory(self.services)
+        plugin = factory(self.plugin_services)
         if version not in plugin.supported_versions:
             raise CNIError(INCOMPATIBLE_VERSION, f"plugin {plugin_type} does not support config version {version!r}")
         inv = replace(inv, path=self.search_path)

@@ -13,38 +13,92 @@ The entry point names a factory called with the `Services` of this request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from multipy.clients.pool import EtcdPool, KubePool
 from multipy.cni.env import Environment
 
 if TYPE_CHECKING:
+    from multipy.clients.etcd import Etcd
+    from multipy.clients.kube import Kube
     from multipy.cni.result import Result
+    from multipy.net.netlink import Netlink
 
 DELEGATE_GROUP = "multipy.delegates"
 IPAM_GROUP = "multipy.ipam"
+# `multipy` subcommands a plugin package offers operators (see plugins/operator.py).
+CLI_GROUP = "multipy.cli"
 
 
 # A plugin's CNI_* values: the same type the runtime's call is parsed into.
 Invocation = Environment
 
 
+class IpamRunner(Protocol):
+    """Runs a main plugin's IPAM plugin, native or binary, as libcni's DelegateAdd/Del/Check do:
+    the IPAM plugin gets the main plugin's whole `conf` and CNI_* values. ADD returns its Result."""
+
+    def __call__(self, inv: Invocation, conf: dict) -> Result | None: ...
+
+
+class DelegateRunner(Protocol):
+    """Runs another main plugin by its `type`, native or binary, as flannel runs its bridge.
+    ADD returns its Result."""
+
+    def __call__(self, inv: Invocation, conf: dict) -> Result | None: ...
+
+
+class EtcdFactory(Protocol):
+    """An etcd client for multipy.clients.etcd.connect()'s arguments (a timeout of None: connect()'s
+    default), raising EtcdConfigError as it does. The client may be shared with other requests:
+    use it, never close it."""
+
+    def __call__(
+        self,
+        endpoints: str | Iterable[str],
+        *,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        ca_file: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+    ) -> Etcd: ...
+
+
+class KubeFactory(Protocol):
+    """A Kubernetes API client for multipy.clients.kube.from_kubeconfig()'s arguments (path None or
+    "": the in-cluster service account; a timeout of None: its default), raising KubeConfigError as
+    it does. The connection may be shared; the client's `timeout` and `total_timeout` budget are the
+    caller's own."""
+
+    def __call__(
+        self,
+        path: str | None = None,
+        *,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+        context: str | None = None,
+    ) -> Kube: ...
+
+
 @dataclass
 class Services:
-    """Clients a native plugin may use, handed in rather than made globally.
+    """What a native plugin may use, handed in rather than made globally.
 
-    A one-shot CNI process builds these lazily; a daemon will build them once and
-    share them between requests. Unused ones cost nothing.
+    Clients come only from the `etcd` and `kube` factories and belong to whoever made the
+    Services: a plugin uses them and never closes them. By default each Services has pools of
+    its own that connect on first use (a one-shot CNI process pays for what it uses, nothing
+    else); a long-lived process passes the factories of the ClientPool it keeps, so requests
+    share connections. `ipam` and `delegate` are set by the chain running the request.
     """
 
-    netlink: Any = None
-    etcd: Any = None
-    kube: Any = None
-    # Runs an IPAM plugin (native or binary) for a main plugin: ipam(invocation, conf) -> Result | None.
-    ipam: Callable[..., Any] | None = None
-    # Runs another main plugin by its `type` (native or binary), as flannel runs bridge: delegate(invocation, conf).
-    delegate: Callable[..., Any] | None = None
+    netlink: Netlink | None = None
+    etcd: EtcdFactory = field(default_factory=EtcdPool)
+    kube: KubeFactory = field(default_factory=KubePool)
+    ipam: IpamRunner | None = None
+    delegate: DelegateRunner | None = None
 
 
 @runtime_checkable
@@ -52,6 +106,10 @@ class Plugin(Protocol):
     """One CNI plugin, in process. `conf` is the full plugin config as a runtime builds it."""
 
     supported_versions: tuple[str, ...]
+    # The path of a JSON schema (draft 2020-12) file for the plugin's conf; an IPAM plugin's is
+    # for its `ipam` object. Optional: without it, `multipy validate` reports the conf "not
+    # checked". The loader checks each conf against it once (registry.schema_for).
+    config_schema: str | None
 
     def add(self, inv: Invocation, conf: dict) -> Result: ...
 

@@ -51,7 +51,6 @@ def build(
             raise CNIError(DELEGATE_NOT_FOUND, f"no native plugin of type {plugin_type!r} is installed")
         svc = services or Services(netlink=Netlink())
         chain = Chain(reg, svc, search_path=request.env.path, timeout=90, log=log, binary_types=binary_types)
-        chain.serve(svc)
         return Handler(plugin_type, chain, group)
 
     return make

@@ -5,12 +5,11 @@ Load with `pytest_plugins = ["multipy.testing.fixtures"]`. Needs root.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 
 import pytest
-
-from multipy.net.netlink import Namespaces
 
 from . import runtime
 from .runtime import executable, unique
@@ -20,6 +19,12 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+def _remove_namespace(name: str) -> None:
+    # Named namespaces are `ip netns`'s business (a bind mount under /run/netns): tests only, never a CNI path.
+    if os.path.exists(f"/run/netns/{name}"):
+        _ip("netns", "del", name)
+
+
 @pytest.fixture
 def netns():
     """Factory: netns("pod") -> the name of a fresh namespace, removed at teardown."""
@@ -27,14 +32,14 @@ def netns():
 
     def make(prefix: str = "mp") -> str:
         name = unique(f"{prefix}-")
-        Namespaces.create(name)
+        _ip("netns", "add", name)
         made.append(name)
         _ip("-n", name, "link", "set", "lo", "up")
         return name
 
     yield make
     for name in reversed(made):
-        Namespaces.remove(name)
+        _remove_namespace(name)
 
 
 @dataclass

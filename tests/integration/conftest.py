@@ -18,11 +18,6 @@ PREFIX = "/multipy/ipam/"  # kube-ipam's etcd keys
 POOL = f"{PREFIX}pools/10.188.0.0-16/"  # the seed's net1 pool
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.netns)
-
-
 def multus_conf(tmp_path, version: str, delegates: list[dict], binary: list[str] = ()) -> dict:
     """The seed's multus-cni conf around `delegates`, its state and log under tmp_path; `binary`: its
     binaryDelegates, the types that run as the Go plugins in GO_PLUGINS."""

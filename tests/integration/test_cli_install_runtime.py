@@ -24,6 +24,7 @@ SEED = REPO / "conf" / "10-multus.conf"
 VENV = Path(sys.prefix)
 
 pytestmark = [
+    pytest.mark.root("bind-mounts /opt in a mount namespace of its own"),
     pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="the tests must run in a virtualenv (.venv)"),
     pytest.mark.skipif(shutil.which("unshare") is None or not os.path.isdir("/opt"), reason="needs unshare and /opt"),
     pytest.mark.skipif(

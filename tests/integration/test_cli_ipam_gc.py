@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from delegates.kube_ipam import KubeIpam
+from delegates.kube_ipam import gc as ipam_gc
 from delegates.kube_ipam.store import Store
-from multipy.cli import ipam_gc
 from multipy.cli.commands import cli
 from multipy.clients.etcd import connect
 from multipy.cni.env import Environment

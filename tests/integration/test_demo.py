@@ -16,6 +16,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.netns  # `make demo` creates its own namespaces, without the netns fixture
+
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "seed.py"
 MARKER = "MULTIPY_DEMO_TEST_RUN"
 

@@ -105,6 +105,7 @@ def test_example_delegate_bad_address_names_the_key_and_leaves_nothing(example_s
     assert cni_runtime("DEL", conf, **args).ok
 
 
+@pytest.mark.netns  # the example's own tests create namespaces, in the pytest it starts
 def test_example_package_own_tests_pass_against_the_installed_copy(example_site):
     """The example's tests (docs/writing-a-delegate.md walks through them) run as its author would run them."""
     env = dict(os.environ, PYTHONPATH=str(example_site), PYTHONDONTWRITEBYTECODE="1")

@@ -58,7 +58,8 @@ def test_validate_seed_conf():
 def test_validate_seed_conf_as_json():
     result = invoke("validate", "--output", "json", str(SEED))
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"file": str(SEED), "valid": True, "problems": []}
+    assert json.loads(result.stdout) == {"file": str(SEED), "valid": True, "warnings": [], "unchecked": [],
+                                         "problems": []}
 
 
 def test_validate_broken_lists_every_problem_with_its_path(broken):

@@ -1,11 +1,11 @@
-"""`multipy ipam gc`'s decisions (multipy/cli/ipam_gc.py), without etcd or an API server."""
+"""`multipy ipam gc`'s decisions (delegates/kube_ipam/gc.py), without etcd or an API server."""
 
 from __future__ import annotations
 
 import ipaddress
 
+from delegates.kube_ipam.gc import GONE, LIVE, REPLACED, Pods, plan
 from delegates.kube_ipam.records import DYNAMIC, FIXED, Lease, Owner
-from multipy.cli.ipam_gc import GONE, LIVE, REPLACED, Pods, plan
 
 
 def ip(text):

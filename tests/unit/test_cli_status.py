@@ -201,30 +201,26 @@ def test_unreadable_conf_and_bad_arguments(tmp_path):
 
 
 def test_kube_ipam_with_the_annotations_capability_needs_no_kubeconfig(tmp_path):
-    """Which kubeconfigs are checked: the conf's, each kube-ipam kubeConfig, kube-ipam's default
-    unless the runtime hands the annotations over."""
-    from multipy.cli.checks import kubeconfigs
+    """Which kubeconfigs are checked: the conf's (multipy's own check), each kube-ipam kubeConfig,
+    kube-ipam's default unless the runtime hands the annotations over (kube-ipam's declared check)."""
+    from delegates.kube_ipam.node_checks import kubeconfig
+    from multipy.cli.checks import conf_kubeconfig
     from multipy.config import multus
-
-    def both(doc):
-        conf = multus.load(doc)
-        return conf, [d.network for d in conf.delegates]
 
     doc = json.loads(SEED.read_text())
     doc["kubeconfig"] = "/etc/multipy/top.kubeconfig"
-    assert kubeconfigs(*both(doc)) == [
-        ("/etc/multipy/top.kubeconfig", "kubeconfig"),
-        ("/etc/kubernetes/ssl/kube.kubeconfig", "k8snet2: ipam.kubeConfig"),
-    ]
-    del doc["delegates"][1]["ipam"]["kubeConfig"]
-    assert kubeconfigs(*both(doc))[1] == ("/etc/kubernetes/pki/kubectl.kubeconfig", "k8snet2: ipam.kubeConfig")
-    doc["delegates"][1]["capabilities"] = {"io.kubernetes.cri.pod-annotations": True}
-    assert kubeconfigs(*both(doc)) == [("/etc/multipy/top.kubeconfig", "kubeconfig")]
+    assert conf_kubeconfig(multus.load(doc)) == ("/etc/multipy/top.kubeconfig", "kubeconfig")
+    kube_ipam = doc["delegates"][1]
+    assert kubeconfig(kube_ipam) == "/etc/kubernetes/ssl/kube.kubeconfig"
+    del kube_ipam["ipam"]["kubeConfig"]
+    assert kubeconfig(kube_ipam) == "/etc/kubernetes/pki/kubectl.kubeconfig"
+    kube_ipam["capabilities"] = {"io.kubernetes.cri.pod-annotations": True}
+    assert kubeconfig(kube_ipam) is None
     # No kubeconfig: the in-cluster service account, as the plugin itself would use, if in a cluster.
     del doc["kubeconfig"]
-    assert kubeconfigs(*both(doc), {}) == []
+    assert conf_kubeconfig(multus.load(doc), {}) is None
     in_cluster = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
-    assert kubeconfigs(*both(doc), in_cluster) == [("", "in-cluster service account")]
+    assert conf_kubeconfig(multus.load(doc), in_cluster) == ("", "in-cluster service account")
 
 
 def test_status_reads_no_host_state_beyond_the_conf(node, monkeypatch):

@@ -162,13 +162,17 @@ def test_masterplugin_must_be_boolean(value):
 
 def test_neither_delegates_nor_cluster_network():
     doc = minimal()
-    assert texts(doc) == ["$: exactly one of 'delegates' or 'clusterNetwork' must be set"]
+    assert texts(doc) == ["$: one of 'delegates' or 'clusterNetwork' must be set"]
 
 
 def test_both_delegates_and_cluster_network():
+    # As in Go Multus, clusterNetwork wins and the delegates are ignored, with a warning.
     doc = seed()
-    doc["clusterNetwork"] = "k8snet1"
-    assert texts(doc) == ["$: exactly one of 'delegates' or 'clusterNetwork' must be set"]
+    doc["clusterNetwork"] = "/no/such/conf"
+    assert [p.path for p in multus.problems(doc)] == ["$.clusterNetwork"]
+    assert [str(w) for w in multus.warnings(doc)] == [
+        "$.delegates: ignored: 'clusterNetwork' is set, and wins as in Go Multus"
+    ]
 
 
 def test_default_networks_without_cluster_network():

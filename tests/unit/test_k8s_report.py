@@ -8,7 +8,7 @@ import pytest
 
 from multipy.clients.kube import from_kubeconfig
 from multipy.cni.errors import CNIError
-from multipy.k8s.pod import PodRef
+from multipy.k8s.pod import ApiPod, PodRef
 from multipy.k8s.report import Reporter
 from multipy.log import Log, Settings
 from multipy.orchestrator.record import Attachment, Record
@@ -31,7 +31,7 @@ def reporter(kube_api):
 
 def test_status_written_with_the_pods_uid(kube_api, reporter):
     uid = kube_api.add_pod("default", "web-1")["metadata"]["uid"]
-    value = reporter.network_status(PodRef("default", "web-1", uid), uid, record(), "/nonexistent")
+    value = reporter.network_status(ApiPod(PodRef("default", "web-1", uid), uid), record(), "/nonexistent")
     written = kube_api.pod("default", "web-1")["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
     assert written == value
     assert json.loads(written) == [{"name": "k8snet1", "interface": "eth0", "ips": ["10.244.1.2"],
@@ -42,7 +42,7 @@ def test_status_written_with_the_pods_uid(kube_api, reporter):
 def test_a_pod_recreated_during_add_is_not_annotated(kube_api, reporter):
     kube_api.add_pod("default", "db-2", uid="new-uid")
     with pytest.raises(CNIError) as info:
-        reporter.network_status(PodRef("default", "db-2", "old-uid"), "old-uid", record(), "/nonexistent")
+        reporter.network_status(ApiPod(PodRef("default", "db-2", "old-uid"), "old-uid"), record(), "/nonexistent")
     assert info.value.code == 3
     assert "deleted and recreated" in info.value.msg
     assert "k8s.v1.cni.cncf.io/network-status" not in (kube_api.pod("default", "db-2")["metadata"].get("annotations") or {})
@@ -51,7 +51,7 @@ def test_a_pod_recreated_during_add_is_not_annotated(kube_api, reporter):
 def test_events_are_best_effort(kube_api, reporter):
     kube_api.add_pod("default", "web-1")
     kube_api.fail_with(503, methods=("POST",))
-    reporter.added_interfaces(PodRef("default", "web-1"), "", record())  # no exception
+    reporter.added_interfaces(ApiPod(PodRef("default", "web-1"), ""), record())  # no exception
     kube_api.fail_with(None)
-    reporter.added_interfaces(PodRef("default", "web-1"), "", record())
+    reporter.added_interfaces(ApiPod(PodRef("default", "web-1"), ""), record())
     assert [e["message"] for e in kube_api.events] == ["Add eth0 [10.244.1.2/24] from k8snet1"]

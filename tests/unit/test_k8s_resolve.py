@@ -11,7 +11,7 @@ import pytest
 from multipy.clients.kube import from_kubeconfig
 from multipy.cni.errors import CNIError
 from multipy.config import multus
-from multipy.k8s.pod import PodRef
+from multipy.k8s.pod import ApiPod, PodRef
 from multipy.k8s.resolve import PodNetworks
 from multipy.orchestrator import plan
 
@@ -140,3 +140,18 @@ def test_deleted_pod_is_code_3(cluster):
     with pytest.raises(CNIError) as info:
         networks.read_pod(PodRef("default", "gone"))
     assert info.value.code == 3
+
+
+def test_select_reads_the_pod_kubelet_names_and_hands_back_its_api_uid(cluster):
+    api, _ = cluster
+    uid = api.add_pod("default", "web", annotations={"k8s.v1.cni.cncf.io/networks": "storage"})["metadata"]["uid"]
+    networks = resolver(cluster, clusterNetwork="podnet")
+    selected = networks.select(f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID={uid}")
+    assert selected.pod == ApiPod(PodRef("default", "web", uid), uid)
+    assert names(selected.wanted) == [("kube-system/podnet", True), ("default/storage", False)]
+
+
+def test_select_without_a_pod_in_cni_args_is_none(cluster):
+    networks = resolver(cluster, clusterNetwork="podnet")
+    assert networks.select("IgnoreUnknown=1;K8S_POD_NAMESPACE=default") is None
+    assert networks.select("") is None

@@ -312,3 +312,28 @@ def test_tls_with_client_certificates(etcd_tls_server, kube_api):
     world.plugin.status(Environment("STATUS"), world.conf("1.1.0"))
     world.delete("c-db1", "database-1")
     assert list(world.keys()) == [POOL + "ips/10.188.0.218"]
+
+
+def test_a_daemons_requests_share_its_pools_clients_and_never_close_them(world):
+    """As a long-lived process runs it: a plugin built per request from Services holding the
+    factories of one kept ClientPool. One etcd client and one API connection serve every request."""
+    from multipy.clients.pool import ClientPool
+
+    handed: dict[str, list] = {"etcd": [], "kube": []}
+    with ClientPool() as kept:
+
+        def factory(kind, pool_factory):
+            def make(*args, **kwargs):
+                handed[kind].append(pool_factory(*args, **kwargs))
+                return handed[kind][-1]
+
+            return make
+
+        services = dict(etcd=factory("etcd", kept.etcd), kube=factory("kube", kept.kube))
+        for n, pod in enumerate(("database-1", "web-1", "database-2")):
+            inv = world.inv("ADD", f"c-{n}", pod)
+            KubeIpam(Services(**services)).add(inv, world.conf())  # annotations read through the API
+        KubeIpam(Services(**services)).delete(world.inv("DEL", "c-1", "web-1"), world.conf())
+        assert len(handed["etcd"]) == 4 and len({id(c) for c in handed["etcd"]}) == 1
+        assert handed["etcd"][0]._channels  # still connected: the plugin never closed it
+        assert len(handed["kube"]) == 3 and len({id(c._api) for c in handed["kube"]}) == 1

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import errno
 
-from multipy.cni.errors import INTERNAL, INVALID_NETNS, CNIError
+from multipy.cni.errors import INTERNAL, CNIError
 from multipy.cni.result import Interface, IPConfig, Result
+from multipy.cni.undo import Undo
 from multipy.net import ifconfig, verify
-from multipy.net.netlink import LinkError, Netlink, NetnsGone
+from multipy.net.netlink import LinkError, Namespace, Netlink
+from multipy.net.netns import NetnsGone
 from multipy.plugins.contract import Invocation, Services
 
 from . import config
@@ -23,15 +25,6 @@ from . import config
 # machines multipy's CI runs on) are built without it; ifb has the same shape there: a standalone
 # link with no peer and no lower device, which carries an address like any other.
 KINDS = ("dummy", "ifb")
-
-
-def _netns_gone(inv: Invocation) -> CNIError:
-    return CNIError(INVALID_NETNS, f"example-dummy: failed to open netns {inv.netns!r}: no such namespace")
-
-
-def _kind(link) -> str:
-    info = link.get_attr("IFLA_LINKINFO")
-    return (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
 
 
 class ExampleDummy:
@@ -49,19 +42,17 @@ class ExampleDummy:
             ips=[IPConfig(address=settings.address, interface=0)],
         )
         try:
-            with self.netlink.route(inv.netns) as ipr:
-                self._create(ipr, inv.ifname)
+            # A failed ADD undoes its own work (the spec asks it of every plugin; not every caller DELs).
+            with self.netlink.open(inv.netns) as pod, Undo() as undo:
+                self._create(pod, inv.ifname)
+                undo.push(self._remove, pod, inv.ifname, what=f"deleting {inv.ifname!r}")
                 try:
-                    ifconfig.configure(ipr, inv.netns, inv.ifname, result)
-                    result.interfaces[0].mac = Netlink.link(ipr, inv.ifname).get_attr("IFLA_ADDRESS") or ""
-                except Exception as exc:
-                    # A failed ADD undoes its own work (the spec asks it of every plugin; not every caller DELs).
-                    self._remove(ipr, inv.ifname)
-                    if isinstance(exc, ifconfig.ConfigureError):
-                        raise CNIError(INTERNAL, f"example-dummy: {exc}") from None
-                    raise
-        except NetnsGone:
-            raise _netns_gone(inv) from None
+                    ifconfig.configure(pod, inv.netns, inv.ifname, result)
+                except ifconfig.ConfigureError as exc:
+                    raise CNIError(INTERNAL, f"example-dummy: {exc}") from None
+                result.interfaces[0].mac = pod.link(inv.ifname).mac
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
         return result
 
     def delete(self, inv: Invocation, conf: dict) -> None:
@@ -69,8 +60,8 @@ class ExampleDummy:
         if not inv.netns:
             return
         try:
-            with self.netlink.route(inv.netns) as ipr:
-                self._remove(ipr, inv.ifname)
+            with self.netlink.open(inv.netns) as pod:
+                self._remove(pod, inv.ifname)
         except NetnsGone:
             pass
 
@@ -78,24 +69,23 @@ class ExampleDummy:
         prev = config.prev_result(conf)
         expected = [ip for ip in prev.ips if ip.interface == 0]
         try:
-            with self.netlink.route(inv.netns) as ipr:
-                link = Netlink.link(ipr, inv.ifname)
-                if link is None or _kind(link) not in KINDS:
-                    found = "no link" if link is None else f"a {_kind(link) or 'plain'} link"
+            with self.netlink.open(inv.netns) as pod:
+                link = pod.link(inv.ifname)
+                if link is None or link.kind not in KINDS:
+                    found = "no link" if link is None else f"a {link.kind or 'plain'} link"
                     raise CNIError(INTERNAL, f"example-dummy: expected a dummy link {inv.ifname!r}, found {found}")
-                if not Netlink.is_up(ipr, inv.ifname):
+                if not link.up:
                     raise CNIError(INTERNAL, f"example-dummy: {inv.ifname!r} is down")
-                mac = link.get_attr("IFLA_ADDRESS") or ""
-                if prev.interfaces and prev.interfaces[0].mac and prev.interfaces[0].mac != mac:
+                if prev.interfaces and prev.interfaces[0].mac and prev.interfaces[0].mac != link.mac:
                     raise CNIError(
-                        INTERNAL, f"example-dummy: {inv.ifname!r} has MAC {mac}, ADD gave it {prev.interfaces[0].mac}"
+                        INTERNAL, f"example-dummy: {inv.ifname!r} has MAC {link.mac}, ADD gave it {prev.interfaces[0].mac}"
                     )
                 try:
-                    verify.interface_ips(ipr, inv.ifname, expected)
+                    verify.interface_ips(pod, inv.ifname, expected)
                 except verify.CheckError as exc:
                     raise CNIError(INTERNAL, f"example-dummy: {exc}") from None
-        except NetnsGone:
-            raise _netns_gone(inv) from None
+        except NetnsGone as gone:
+            raise gone.cni_error() from None
 
     def gc(self, inv: Invocation, conf: dict) -> None:
         pass  # all its state lives in the pod's namespace, which goes with the pod
@@ -104,10 +94,10 @@ class ExampleDummy:
         pass  # needs nothing outside the pod to be ready
 
     @staticmethod
-    def _create(ipr, ifname: str) -> None:
+    def _create(pod: Namespace, ifname: str) -> None:
         for kind in KINDS:
             try:
-                ipr.link("add", ifname=ifname, kind=kind)
+                pod.create_link(ifname, kind)
                 return
             except LinkError as exc:
                 if exc.errno == errno.EOPNOTSUPP and kind != KINDS[-1]:
@@ -115,13 +105,12 @@ class ExampleDummy:
                 raise CNIError(INTERNAL, f"example-dummy: failed to create {ifname!r}: {exc.strerror}") from None
 
     @staticmethod
-    def _remove(ipr, ifname: str) -> None:
-        link = Netlink.link(ipr, ifname)
+    def _remove(pod: Namespace, ifname: str) -> None:
+        link = pod.link(ifname)
         # Only what this plugin could have made: a link of another kind under that name is not ours.
-        if link is None or _kind(link) not in KINDS:
+        if link is None or link.kind not in KINDS:
             return
         try:
-            ipr.link("del", index=link["index"])
+            pod.delete_link(link.index)  # gone meanwhile is what we wanted
         except LinkError as exc:
-            if exc.errno != errno.ENODEV:  # gone meanwhile is what we wanted
-                raise CNIError(INTERNAL, f"example-dummy: failed to delete {ifname!r}: {exc.strerror}") from None
+            raise CNIError(INTERNAL, f"example-dummy: failed to delete {ifname!r}: {exc.strerror}") from None

@@ -1,4 +1,4 @@
-"""`multipy ipam gc`: which kube-ipam reservations belong to pods the Kubernetes API no longer has.
+"""`multipy ipam gc` (cli.py): which kube-ipam reservations belong to pods the Kubernetes API no longer has.
 
 Reservations are read before the pods are listed. A pod exists in the API before kubelet
 asks for its network, so a reservation read earlier whose pod is missing from the later
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from delegates.kube_ipam.records import DYNAMIC, FIXED, Lease, Owner
-from delegates.kube_ipam.rules import ReleasePlan, release_plan
-from delegates.kube_ipam.store import Store
+from .records import DYNAMIC, FIXED, Lease, Owner
+from .rules import ReleasePlan, release_plan
+from .store import Store
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 

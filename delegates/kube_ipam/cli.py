@@ -1,5 +1,9 @@
 """`multipy ipam`: what kube-ipam has reserved in etcd, releasing it by hand, and releasing what
-belongs to pods the Kubernetes API no longer has (`gc`, see ipam_gc.py).
+belongs to pods the Kubernetes API no longer has (`gc`, see gc.py).
+
+kube-ipam offers this group to multipy's CLI through the `multipy.cli` entry-point group; this is
+the only module of kube-ipam that imports click, and it is imported only when `multipy ipam` runs
+or `multipy --help` lists it. Clients come from one ClientPool per command, closed when it ends.
 
 The store is found from a conf (`--conf`, the multus conf by default: every
 kube-ipam IPAM of its delegates) or given directly (`--etcd-url` and the TLS
@@ -19,18 +23,19 @@ from dataclasses import dataclass, field
 
 import click
 
-from delegates.kube_ipam import config as kube_config
-from delegates.kube_ipam.connect import KUBE_TIMEOUT, open_etcd
-from delegates.kube_ipam.records import LEGACY_PREFIX, POOLS, Lease, parse_ip, pool_id, subnet_of
-from delegates.kube_ipam.store import Store
+from multipy.cli.output import echo_json, output_option
 from multipy.clients import kube as kube_client
 from multipy.clients.etcd import EtcdUnavailable
+from multipy.clients.pool import ClientPool
 from multipy.cni.errors import CNIError
 from multipy.config import multus, network
 
-from . import ipam_gc
-from .commands import cli
-from .output import echo_json, output_option
+from . import config as kube_config
+from . import gc as ipam_gc
+from .config import EtcdConfig
+from .connect import KUBE_TIMEOUT, open_etcd
+from .records import LEGACY_PREFIX, POOLS, Lease, parse_ip, pool_id, subnet_of
+from .store import Store
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
@@ -64,12 +69,8 @@ class Pool:
 class Source:
     pools: list[Pool]
     legacy: list[tuple[object, str]]  # (etcd, prefix) where kube-ipam's own records may be
-    clients: list = field(default_factory=list)
+    clients: ClientPool
     kubeconfigs: list[str] = field(default_factory=list)  # the conf's: its kube-ipam kubeConfigs, else its kubeconfig
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
 
 
 # -- finding the store
@@ -107,21 +108,16 @@ def _kube_ipam_confs(path: str) -> tuple[list[dict], str]:
     return found, kubeconfig
 
 
-def _connect(etcd_config: dict, clients: dict, made: list):
-    key = json.dumps(etcd_config, sort_keys=True)
-    if key not in clients:
-        try:
-            clients[key] = open_etcd(etcd_config)
-        except CNIError as error:
-            raise Failure(EXIT_USAGE, error.msg) from None
-        made.append(clients[key])
-    return clients[key]
+def _connect(clients: ClientPool, where: EtcdConfig):
+    """The pool's client for `where`: networks on one etcd share it."""
+    try:
+        return open_etcd(clients.etcd, where)
+    except CNIError as error:
+        raise Failure(EXIT_USAGE, error.msg) from None
 
 
-def _from_conf(path: str) -> Source:
-    clients: dict = {}
-    made: list = []
-    pools: dict[tuple[str, str], Pool] = {}
+def _from_conf(path: str, clients: ClientPool) -> Source:
+    pools: dict[tuple[EtcdConfig, str], Pool] = {}
     confs, top_kubeconfig = _kube_ipam_confs(path)
     kubeconfigs: list[str] = []
     for conf in confs:
@@ -129,29 +125,23 @@ def _from_conf(path: str) -> Source:
             where = kube_config.location(conf)
         except CNIError as error:
             raise Failure(EXIT_USAGE, f"{path}: network {conf['name']}: {error.msg}") from None
-        etcd_config = where.etcd.as_dict()
-        slot = (json.dumps(etcd_config, sort_keys=True), str(where.subnet))
+        slot = (where.etcd, str(where.subnet))
         if slot not in pools:
-            pools[slot] = Pool(Store(_connect(etcd_config, clients, made), where.subnet))
+            pools[slot] = Pool(Store(_connect(clients, where.etcd), where.subnet))
         pools[slot].networks.add(where.network)
         named = conf["ipam"].get("kubeConfig")
         if isinstance(named, str) and named.strip() and named.strip() not in kubeconfigs:
             kubeconfigs.append(named.strip())
     legacy = sorted({(pool.store.etcd, f"{LEGACY_PREFIX}{n}/used/") for pool in pools.values() for n in pool.networks},
                     key=lambda item: item[1])
-    return Source(list(pools.values()), legacy, made, kubeconfigs or ([top_kubeconfig] if top_kubeconfig else []))
+    return Source(list(pools.values()), legacy, clients, kubeconfigs or ([top_kubeconfig] if top_kubeconfig else []))
 
 
-def _from_flags(url: str, cert: str | None, key: str | None, ca: str | None) -> Source:
-    etcd_config = {"etcdURL": url}
-    for name, value in (("etcdCertFile", cert), ("etcdKeyFile", key), ("etcdTrustedCAFileFile", ca)):
-        if value:
-            etcd_config[name] = value
-    made: list = []
-    etcd = _connect(etcd_config, {}, made)
+def _from_flags(url: str, cert: str | None, key: str | None, ca: str | None, clients: ClientPool) -> Source:
+    etcd = _connect(clients, EtcdConfig(url, cert or "", key or "", ca or ""))
     ids = {kv.key[len(POOLS):].partition("/")[0] for kv in etcd.get_prefix(POOLS, keys_only=True)}
     pools = [Pool(Store(etcd, subnet)) for subnet in filter(None, map(subnet_of, sorted(ids)))]
-    return Source(pools, [(etcd, LEGACY_PREFIX)], made)
+    return Source(pools, [(etcd, LEGACY_PREFIX)], clients)
 
 
 def _legacy_rows(source: Source) -> list[dict]:
@@ -213,7 +203,7 @@ def _pools_holding(source: Source, ip) -> list[Pool]:
 # -- commands
 
 
-@cli.group("ipam")
+@click.group("ipam")
 @click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=DEFAULT_CONF, show_default=True,
               help="A multus conf (or a network conf) whose kube-ipam delegates name the store.")
 @click.option("--etcd-url", help="Read this etcd directly (kube-ipam's etcdURL: comma-separated URLs); --conf is not read.")
@@ -232,29 +222,25 @@ def ipam(ctx, conf_path, etcd_url, etcd_cert, etcd_key, etcd_ca) -> None:
     if (etcd_cert or etcd_key or etcd_ca) and not etcd_url:
         raise click.UsageError("--etcd-cert/--etcd-key/--etcd-ca need --etcd-url")
 
-    def open_source() -> Source:
+    def open_source(clients: ClientPool) -> Source:
         if etcd_url:
-            return _from_flags(etcd_url, etcd_cert, etcd_key, etcd_ca)
-        return _from_conf(conf_path)
+            return _from_flags(etcd_url, etcd_cert, etcd_key, etcd_ca, clients)
+        return _from_conf(conf_path, clients)
 
     ctx.obj = open_source
 
 
 def _run(ctx, body) -> None:
     """Runs `body(source)` and turns failures into a message and an exit code."""
-    source = None
-    try:
-        source = ctx.obj()
-        body(source)
-    except Failure as failure:
-        click.echo(f"multipy ipam: {failure}", err=True)
-        sys.exit(failure.code)
-    except EtcdUnavailable as error:
-        click.echo(f"multipy ipam: {error}", err=True)
-        sys.exit(EXIT_UNAVAILABLE)
-    finally:
-        if source is not None:
-            source.close()
+    with ClientPool() as clients:
+        try:
+            body(ctx.obj(clients))
+        except Failure as failure:
+            click.echo(f"multipy ipam: {failure}", err=True)
+            sys.exit(failure.code)
+        except EtcdUnavailable as error:
+            click.echo(f"multipy ipam: {error}", err=True)
+            sys.exit(EXIT_UNAVAILABLE)
 
 
 @ipam.command("ls")
@@ -362,15 +348,13 @@ def _pods(kubeconfig: str | None, source: Source) -> ipam_gc.Pods:
                                   "give --kubeconfig")
     path = kubeconfig or (source.kubeconfigs[0] if source.kubeconfigs else None)
     try:
-        client = kube_client.from_kubeconfig(path, timeout=KUBE_TIMEOUT)
+        client = source.clients.kube(path, timeout=KUBE_TIMEOUT)
     except kube_client.KubeConfigError as error:
         raise Failure(EXIT_USAGE, f"{error} (give --kubeconfig)") from None
     try:
         return ipam_gc.Pods(client.list_pods())
     except kube_client.KubeError as error:
         raise Failure(EXIT_API_UNAVAILABLE, f"cannot list pods, nothing released: {error}") from None
-    finally:
-        client.close()
 
 
 _GC_WORDS = {"release": ("released", "would release"), "detach": ("detached", "would detach"),
@@ -404,7 +388,7 @@ def gc(ctx, dry_run, include_fixed, kubeconfig, output) -> None:
     """
 
     def body(source: Source) -> None:
-        # Reservations first, pods second: see ipam_gc for why this order is safe.
+        # Reservations first, pods second: see gc.py for why this order is safe.
         snapshot = [(pool, pool.store.leases(), pool.store.owners()) for pool in source.pools]
         pods = _pods(kubeconfig, source)
         report: dict[str, list] = {"release": [], "detach": [], "keep": [], "changed": []}
