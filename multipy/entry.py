@@ -16,7 +16,6 @@ from multipy.cni.gc import valid_attachments
 from multipy.cni.result import Result
 from multipy.config import multus
 from multipy.log import Log
-from multipy.net.netlink import Netlink
 from multipy.orchestrator.commands import Orchestrator, Request
 from multipy.orchestrator.record import RecordStore
 from multipy.plugins.chain import Chain
@@ -87,7 +86,9 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
         conf_error = err
         conf = multus.MultusConf(cni_version=request.cni_version, name=_text(doc, "name", ""), delegates=(),
                                  cni_dir=cni_dir, bin_dir=_text(doc, "binDir", multus.DEFAULT_BIN_DIR))
-    services = services or Services(netlink=Netlink())
+    # No Netlink here: a plugin that needs one makes it (services.netlink or Netlink()), so a request
+    # with no netlink plugin never imports multipy.net.
+    services = services or Services()
     chain = Chain(
         registry,
         services,

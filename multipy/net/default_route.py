@@ -9,10 +9,10 @@ from .netlink import MAIN_TABLE, PROTO_STATIC, KernelRoute, Netlink
 _ANY = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
 
 
-def take(netlink: Netlink, netns: str, ifname: str, gateways: list[str]) -> None:
+def take(netlink: Netlink | None, netns: str, ifname: str, gateways: list[str]) -> None:
     """Per family of `gateways`: drop the default routes of every other interface, then route
     the default through the gateway on `ifname`. Nothing else in the namespace changes."""
-    with netlink.open(netns) as pod:
+    with (netlink or Netlink()).open(netns) as pod:
         link = pod.link(ifname)
         if link is None:
             raise OSError(f"interface {ifname} is not in {netns}")

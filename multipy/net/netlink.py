@@ -19,7 +19,6 @@ first use, never by merely importing this module.
 
 from __future__ import annotations
 
-import ctypes.util
 import errno
 import ipaddress
 import os
@@ -96,6 +95,8 @@ def _import_pyroute2():
     `IPRoute(netns=...)`'s forked child, which multipy never calls on a CNI path), the import
     is guarded, so no pyroute2 release costs a plugin an ldconfig run.
     """
+    import ctypes.util  # ~14 ms (it brings shutil, tempfile, subprocess): paid with pyroute2's own import only
+
     real = ctypes.util.find_library
 
     def find_library(name: str):
