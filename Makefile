@@ -3,9 +3,9 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl strace
+DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl strace containerd runc podman gcc libc6-dev
 
-.PHONY: demo test lint bench deps venv clean
+.PHONY: demo test lint bench deps venv clean soak
 
 demo: deps venv
 	$(PY) demo/seed.py
@@ -13,6 +13,12 @@ demo: deps venv
 # The import contracts are part of the test command, so CI fails when a layer is crossed.
 test: deps venv lint
 	$(PY) -m pytest
+
+# The fault-injection suite and the executable fuzzer, longer than in `make test` (issue 13):
+# 10x the random SIGKILL runs and etcd bursts, 5000 fuzz cases. MULTIPY_FAULT_SEED / MULTIPY_FUZZ_SEED replay a run.
+soak: deps venv
+	MULTIPY_SOAK=1 MULTIPY_FUZZ_CASES=$${MULTIPY_FUZZ_CASES:-5000} $(PY) -m pytest -p no:cacheprovider tests/faults \
+		tests/integration/test_fuzz_executable.py tests/unit/test_fuzz_inputs.py
 
 lint: venv
 	$(VENV)/bin/ruff check multipy delegates tests bench demo examples
@@ -22,15 +28,22 @@ bench: deps venv
 	$(PY) bench/add_del.py
 	$(PY) bench/flannel.py
 	$(PY) bench/kube_ipam.py
+	$(PY) bench/fill.py && $(PY) bench/scale.py --exhaust
 	$(PY) bench/seed_native.py
+	$(PY) bench/thick.py
+	$(PY) bench/runtime.py
 
 # Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping,
 # etcd (kube-ipam's store, started by the test fixtures and the demo; never as a service) and openssl (test certs).
+# containerd, runc and podman: the real-runtime tests and bench/runtime.py start their own, in temp dirs (never as a
+# service); gcc and libc6-dev build the test kit's static pause binary (multipy/testing/cri/pause.c). podman's sample
+# /etc/cni/net.d conflist is not installed (no package's /etc/cni is): the host's CNI conf dir stays as it was.
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			-o Dpkg::Options::=--path-exclude=/etc/cni -o 'Dpkg::Options::=--path-exclude=/etc/cni/*' $$missing; \
 	fi
 
 venv: $(VENV)/.installed

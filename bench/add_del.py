@@ -157,16 +157,22 @@ class Topology:
 class Sides:
     """Invokes one ADD or DEL on either side and returns its latency in ms."""
 
-    def __init__(self, topo: Topology, cni_version: str, tmp: str, multus_cni: str, python_env: dict) -> None:
+    def __init__(self, topo: Topology, cni_version: str, tmp: str, multus_cni: str, python_env: dict,
+                 conf: dict | None = None, plugins: list[tuple[str, str, dict]] | None = None) -> None:
+        """`conf`: what multus_cni gets on stdin (default multipy_conf); `plugins`: the direct side's
+        (binary, ifname, conf) in ADD order (default the bridge and macvlan of delegates())."""
         self.topo = topo
         self.cni_version = cni_version
-        self.multipy_stdin = json.dumps(multipy_conf(cni_version, tmp)).encode()
-        bridge, macvlan = delegates(cni_version, tmp)
-        self.plugins = [("bridge", "eth0", plugin_conf(bridge, cni_version)),
-                        ("macvlan", "net1", plugin_conf(macvlan, cni_version))]
+        self.multipy_stdin = json.dumps(conf or multipy_conf(cni_version, tmp)).encode()
+        if plugins is None:
+            bridge, macvlan = delegates(cni_version, tmp)
+            plugins = [("bridge", "eth0", plugin_conf(bridge, cni_version)),
+                       ("macvlan", "net1", plugin_conf(macvlan, cni_version))]
+        self.plugins = plugins
         self.multus_cni = multus_cni
         self.python_env = python_env
-        self.prev: dict[str, dict] = {}  # direct ADD results, for DEL's prevResult from 0.4.0 on
+        # direct ADD results by (container, plugin), for DEL's prevResult from 0.4.0 on (pods may run concurrently)
+        self.prev: dict[tuple[str, str], dict] = {}
 
     def _cni_env(self, base: dict, command: str, cid: str, pod: str, ifname: str) -> dict:
         return {**base, "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": f"/run/netns/{pod}",
@@ -187,13 +193,14 @@ class Sides:
         order = self.plugins if command == "ADD" else list(reversed(self.plugins))
         times = {}
         for plugin, ifname, conf in order:
-            if command == "DEL" and self.cni_version not in ("0.3.0", "0.3.1"):
-                conf = {**conf, "prevResult": self.prev.pop(plugin)}
+            prev = self.prev.pop((cid, plugin), None) if command == "DEL" else None
+            if prev is not None and self.cni_version not in ("0.3.0", "0.3.1"):
+                conf = {**conf, "prevResult": prev}
             env = self._cni_env(clean_env(), command, cid, pod, ifname)
             ms, out, _ = run(self.in_node([f"{CNI_BIN}/{plugin}"]), json.dumps(conf).encode(), env,
                              what=f"direct {plugin} {command}")
             if command == "ADD":
-                self.prev[plugin] = json.loads(out)
+                self.prev[cid, plugin] = json.loads(out)
             times[plugin] = ms
         return times
 

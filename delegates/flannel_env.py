@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, IO_FAILURE, TRY_AGAIN_LATER, CNIError
+from multipy.files import MIB, read_regular
 
 DEFAULT_PATH = "/run/flannel/subnet.env"
 
@@ -99,12 +100,14 @@ def parse(text: str, path: str = DEFAULT_PATH) -> SubnetEnv:
 def load(path: str = DEFAULT_PATH) -> SubnetEnv:
     """The complete subnet.env at `path`, or code 11 saying flannel is not ready yet and what is missing."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        # Bounded, regular files only (a FIFO or /dev/zero is refused, not read forever); the operator's
+        # path may be a symlink.
+        text = read_regular(path, MIB, follow_symlinks=True).decode("utf-8", "replace")
     except FileNotFoundError:
         raise _not_ready(f"open {path}: no such file or directory") from None
-    except OSError as exc:  # there, but unreadable: waiting will not help
-        raise CNIError(IO_FAILURE, f"failed to load flannel 'subnet.env' file: open {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:  # there, but unreadable: waiting will not help
+        reason = getattr(exc, "strerror", None) or exc
+        raise CNIError(IO_FAILURE, f"failed to load flannel 'subnet.env' file: open {path}: {reason}") from None
     env = parse(text, path)
     missing = env.missing()
     if missing:

@@ -47,13 +47,15 @@ class Walkthrough:
         self.templates: dict[str, PodTemplate] = {}
         self.running: dict[str, Pod] = {}
 
+    # The step is named before its header is printed: a Ctrl-C right after the header must be
+    # reported against the step the reader sees.
     def section(self, title: str) -> None:
-        print(f"\n\n[{title}]", flush=True)
         self.step = title
+        print(f"\n\n[{title}]", flush=True)
 
     def sub(self, title: str) -> None:
-        print(f"\n--- {title}", flush=True)
         self.step = title
+        print(f"\n--- {title}", flush=True)
 
     # -- the walkthrough
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from multipy import __version__
 from multipy.cni import skel
@@ -18,7 +19,7 @@ from multipy.config import multus
 from multipy.log import Log
 from multipy.orchestrator.commands import Orchestrator, Request
 from multipy.orchestrator.record import RecordStore
-from multipy.plugins.chain import Chain
+from multipy.plugins.chain import CallObserver, Chain
 from multipy.plugins.contract import Services
 from multipy.plugins.registry import Registry
 
@@ -64,8 +65,16 @@ class Handler:
         self.orchestrator.status()
 
 
-def build(request: skel.Request, log: Log, registry: Registry | None = None, services: Services | None = None) -> Handler:
-    """The handler for one request; a daemon passes the registry and clients it keeps."""
+def build(
+    request: skel.Request,
+    log: Log,
+    registry: Registry | None = None,
+    services: Services | None = None,
+    deadline: float | None = None,
+    observer: CallObserver | None = None,
+) -> Handler:
+    """The handler for one request; a daemon passes the registry and clients it keeps, the request's
+    deadline (time.monotonic(), shared by every delegate and API call) and an observer of plugin calls."""
     doc = request.config
     env = request.env
     log.settings.configure(_text(doc, "logFile", "") or None, _text(doc, "logLevel", "panic"),
@@ -96,22 +105,27 @@ def build(request: skel.Request, log: Log, registry: Registry | None = None, ser
         timeout=conf.delegate_timeout,
         log=log,
         binary_types=conf.binary_types,
+        deadline=deadline,
+        observer=observer,
     )
     log.debug("%s with %d delegate(s)", env.command, len(conf.delegates))
     pods = reporter = None
     # DEL, CHECK, GC and STATUS never need the API. multipy.k8s implements the orchestrator's
     # ports (orchestrator/ports.py): wired here, never imported by the orchestrator.
     if env.command == "ADD":
-        kube = _kube(conf, services)
+        kube = _kube(conf, services, deadline)
         if kube is not None:
             from multipy.k8s.report import Reporter
             from multipy.k8s.resolve import PodNetworks
 
             pods, reporter = PodNetworks(conf, kube), Reporter(kube, log)
-    return Handler(Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error, pods, reporter))
+    orchestrator = Orchestrator(conf, chain, RecordStore(conf.cni_dir), log, conf_error, pods, reporter)
+    if deadline is not None:  # waiting for another request of the container counts against it too
+        orchestrator.lock_deadline = deadline
+    return Handler(orchestrator)
 
 
-def _kube(conf: multus.MultusConf, services: Services):
+def _kube(conf: multus.MultusConf, services: Services, deadline: float | None = None):
     """The request's API client, got from Services.kube on first use (shared with other requests
     by a daemon's pool; the time budget is this request's), or None when the conf has no API (as
     Multus: its kubeconfig, else the in-cluster service account when KUBERNETES_SERVICE_HOST is set)."""
@@ -124,9 +138,11 @@ def _kube(conf: multus.MultusConf, services: Services):
             from multipy.clients.kube import KubeError
             from multipy.k8s.errors import cni_error
 
+            total = conf.kube_total_timeout
+            if deadline is not None:  # the request's deadline bounds its API calls too
+                total = max(min(total, deadline - time.monotonic()), 0.001)
             try:
-                made.append(services.kube(conf.kubeconfig, timeout=conf.kube_timeout,
-                                          total_timeout=conf.kube_total_timeout))  # fmt: skip
+                made.append(services.kube(conf.kubeconfig, timeout=conf.kube_timeout, total_timeout=total))
             except KubeError as error:
                 raise cni_error(error, "cannot use the Kubernetes API") from None
         return made[0]

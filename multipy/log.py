@@ -16,6 +16,7 @@ so an external rotation by rename (logrotate) keeps working.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .redact import redact
@@ -83,6 +84,18 @@ class Settings:
         return self._logger
 
 
+def open_private(path: str, mode: str = "a", encoding: str | None = None, errors: str | None = None):
+    """A text stream on `path` as open() would give it, but a new file is 0600 whatever the umask,
+    (An existing file keeps its mode; a symlink is followed, as Go Multus follows it.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        return open(fd, mode, encoding=encoding, errors=errors)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _build_logger(log_file: str | None, to_stderr: bool, threshold: int, rotation: Rotation | None):
     import logging
 
@@ -101,6 +114,12 @@ def _build_logger(log_file: str | None, to_stderr: bool, threshold: int, rotatio
             )
             return "\n".join(head + line for line in (redact(body).splitlines() or [""]))
 
+    class PrivateFileHandler(logging.FileHandler):
+        """logFile created 0600: its lines quote requests, and a log is no place for others to read them."""
+
+        def _open(self):
+            return open_private(self.baseFilename, self.mode, self.encoding, self.errors)
+
     logger = logging.getLogger("multipy")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -109,12 +128,12 @@ def _build_logger(log_file: str | None, to_stderr: bool, threshold: int, rotatio
     if log_file:
         try:
             if rotation is None:
-                handlers.append(logging.FileHandler(log_file, mode="a"))  # append, never truncate
+                handlers.append(PrivateFileHandler(log_file, mode="a"))  # append, never truncate
             else:
                 from .log_rotation import SharedRotatingFileHandler
 
                 handlers.append(SharedRotatingFileHandler(log_file, rotation))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: NUL or a lone surrogate in the path (the schema says which)
             to_stderr = True
     if to_stderr or not handlers:
         handlers.append(logging.StreamHandler())

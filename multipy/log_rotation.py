@@ -31,7 +31,7 @@ import shutil
 import time
 from logging.handlers import RotatingFileHandler
 
-from .log import Rotation
+from .log import Rotation, open_private
 
 LOCK_WAIT = 10.0  # seconds a record waits for another process's rollover
 _POLL = 0.01
@@ -47,6 +47,9 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             self.namer = _gzip_name
             self.rotator = _gzip
         self._lock_fd = os.open(f"{self.baseFilename}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _open(self):
+        return open_private(self.baseFilename, self.mode, self.encoding, self.errors)  # 0600, as every log file
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -117,7 +120,8 @@ def _gzip_name(default_name: str) -> str:
 def _gzip(source: str, dest: str) -> None:
     """Compress the rolled-over file into dest; a crash midway leaves the source, never half a backup."""
     partial = f"{dest}.partial"
-    with open(source, "rb") as plain, gzip.open(partial, "wb", compresslevel=_GZIP_LEVEL) as packed:
+    with open(source, "rb") as plain, open_private(partial, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", compresslevel=_GZIP_LEVEL, fileobj=raw) as packed:
         shutil.copyfileobj(plain, packed)
     os.replace(partial, dest)
     os.remove(source)

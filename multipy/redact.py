@@ -19,6 +19,11 @@ def _compiled() -> list:
         import re
 
         _patterns = [
+            # A URL's password: scheme://user:password@host (etcdURL, a kubeconfig's server, a proxy).
+            (
+                re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/@:\"'\\,;]*):([^\s/@\"'\\]+)@"),
+                lambda m: f"{m.group(1)}:{REDACTED}@",
+            ),
             # A PEM private key, whole or cut off; in JSON text its newlines are "\n" escapes.
             (
                 re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S),
@@ -76,7 +81,8 @@ def _yaml_pair(m) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` without bearer tokens, Authorization values, private keys and token/password/key values."""
+    """`text` without bearer tokens, Authorization values, private keys, token/password/key values and
+    the passwords of URLs (`https://user:[REDACTED]@host`)."""
     for pattern, replace in _compiled():
         text = pattern.sub(replace, text)
     return text

@@ -13,12 +13,12 @@ has none.
 
 from __future__ import annotations
 
-import os
-
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Interface, Result
 from multipy.cni.undo import Undo
 from multipy.cni.version import SUPPORTED_VERSIONS
+from multipy.failpoints import failpoint
+from multipy.net import netns
 from multipy.net.netlink import Namespace, Netlink
 from multipy.net.netns import NetnsGone
 from multipy.plugins.contract import Invocation, Services
@@ -43,7 +43,9 @@ class Bridge:
             # The pod's namespace first: a missing one fails the ADD before the bridge is made.
             with self.netlink.open(inv.netns) as pod, self.netlink.open() as host, Undo() as undo:
                 bridge = link.ensure_bridge(host, c.bridge, c.mtu, c.promisc)
+                failpoint("bridge.add.after_bridge")
                 host_veth = link.create_veth(host, inv.netns, inv.ifname, c.mtu, c.mac)
+                failpoint("bridge.add.after_veth")
                 undo.push(link.delete, host, host_veth, what=f"deleting {host_veth}")
                 link.attach_port(host, host_veth, bridge, c.hairpin)
                 result = Result(version, interfaces=[
@@ -66,9 +68,11 @@ class Bridge:
     def _address(self, inv, conf, c: config.BridgeConf, host: Namespace, pod: Namespace, bridge, result: Result,
                  undo: Undo) -> None:  # fmt: skip
         ipam = self.ipam.add(inv, conf)
+        failpoint("bridge.add.after_ipam")
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
         bridge_addresses = gateways.apply(result, c.is_gateway, c.is_default_gateway)
         result.interfaces[2].mac = link.configure_container(pod, inv.netns, inv.ifname, result, c.enable_dad)
+        failpoint("bridge.add.after_container_config")
         for address in bridge_addresses:
             link.ensure_gateway(host, bridge, address, c.force_address)
         for version in sorted({a.version for a in bridge_addresses}):
@@ -90,6 +94,7 @@ class Bridge:
             try:
                 with self.netlink.open(inv.netns) as pod:
                     link.delete(pod, inv.ifname)
+                failpoint("bridge.del.after_link")
             except NetnsGone:
                 pass
         if not c.layer3:
@@ -116,7 +121,7 @@ class Bridge:
         from . import check  # CHECK is rare: its imports stay off the ADD/DEL path
 
         c = config.parse(conf, inv)
-        if not os.path.exists(inv.netns):
+        if not netns.exists(inv.netns):  # a daemon may hold it as a passed fd only
             raise NetnsGone(inv.netns).cni_error()
         if c.layer3:
             self.ipam(inv, conf, "CHECK")

@@ -16,6 +16,7 @@ from multipy.cni.errors import INTERNAL, IO_FAILURE, STATUS_UNAVAILABLE, CNIErro
 from multipy.cni.gc import valid_attachments
 from multipy.cni.result import DNS, IPConfig, Result
 from multipy.cni.version import SUPPORTED_VERSIONS
+from multipy.failpoints import failpoint
 from multipy.ipam.resolv import read_resolv_conf
 from multipy.plugins.contract import Invocation, Services
 
@@ -36,6 +37,7 @@ class HostLocal:
         store = DiskStore(cfg.location.path)
         with store.locked():
             allocations = reserve_all(store, cfg.range_sets, cfg.requested, inv.container_id, inv.ifname)
+            failpoint("host_local.add.after_reserve")
         return Result(
             cfg.cni_version,
             ips=[IPConfig(a.address, a.gateway) for a in allocations],
@@ -52,6 +54,7 @@ class HostLocal:
             mine = [ip for ip, o in held.items() if o is not None and o.is_for(inv.container_id, inv.ifname)]
             if not mine:  # Go's fallback: files written before ifnames were recorded
                 mine = [ip for ip, o in held.items() if o is not None and o.is_legacy_for(inv.container_id)]
+            failpoint("host_local.del.before_release")
             store.release(mine)
 
     def check(self, inv: Invocation, conf: dict) -> None:
@@ -69,6 +72,36 @@ class HostLocal:
                 f"host-local: Failed to find address added by container {inv.container_id} "
                 f"(no reservation for {inv.container_id} on {inv.ifname} in {store.path})",
             )
+
+    @staticmethod
+    def doctor_checks(conf: dict, probe) -> list:
+        """`multipy doctor`: leases whose container has no record (plugins/operator.py). Under the store's
+        lock no ADD can reserve, so a lease seen here with no record of its container, and no request of
+        that container in flight (probe.removable), is provably stale; --fix releases it."""
+        from multipy.plugins.operator import Finding
+
+        try:
+            store = DiskStore(config.location(conf).path)
+        except CNIError as error:
+            return [Finding("lease-without-record", str(conf.get("name", "")), f"host-local store unknown: {error.msg}")]
+        if not store.exists():
+            return []
+        findings = []
+        with store.locked():
+            for ip, owner in sorted(store.holdings().items(), key=lambda item: (item[0].version, item[0])):
+                subject = os.path.join(store.path, str(ip))
+                if owner is None:
+                    findings.append(Finding("unreadable-lease", subject, "cannot be read: the address stays taken"))
+                    continue
+                if not probe.removable(owner.container_id):
+                    continue
+                fixed = False
+                if probe.fix:
+                    store.release([ip])
+                    fixed = True
+                findings.append(Finding("lease-without-record", subject,
+                                        f"held by {owner}, which has no attachment record", True, fixed))  # fmt: skip
+        return findings
 
     def gc(self, inv: Invocation, conf: dict) -> None:
         valid = valid_attachments(conf)

@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from multipy.cni.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
-from multipy.files import create, unlink_quietly, write_atomic, write_temp
+from multipy.failpoints import failpoint
+from multipy.files import create, read_regular, unlink_quietly, write_atomic, write_temp
 from multipy.ipam.ranges import IPAddress
 
 LINE_BREAK = "\r\n"
@@ -43,6 +44,7 @@ _FILE_MODE = 0o644
 _DIR_MODE = 0o755
 _LOCK_MODE = 0o750
 LOCK_TIMEOUT = 60.0
+_MAX_OWNER_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,9 @@ class DiskStore:
             if ip is None:
                 continue
             try:
-                with open(path, "rb") as f:
-                    held[ip] = Owner.parse(f.read().decode("utf-8", "replace"))
+                # A reservation is an ID and an ifname: 4 KiB bounds it, and a FIFO, device or symlink
+                # planted under an address's name is unreadable (the address stays taken), never a hang.
+                held[ip] = Owner.parse(read_regular(path, _MAX_OWNER_BYTES).decode("utf-8", "replace"))
             except FileNotFoundError:
                 continue
             except OSError:
@@ -179,6 +182,7 @@ class DiskStore:
         # Synced: a reservation's name must never point at content a power cut can lose.
         temp = write_temp(self.path, os.path.basename(final), content, _FILE_MODE, _TEMP_PREFIX)
         try:
+            failpoint("host_local.reserve.before_link")
             os.link(temp, final)
             return True
         except FileExistsError:
@@ -208,8 +212,7 @@ class DiskStore:
     def last_reserved(self, set_index: int) -> IPAddress | None:
         """Set `set_index`'s last handed-out address; None when missing or unreadable (round robin restarts)."""
         try:
-            with open(os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{set_index}"), "rb") as f:
-                text = f.read().decode("ascii")
+            text = read_regular(os.path.join(self.path, f"{LAST_RESERVED_PREFIX}{set_index}"), 64).decode("ascii")
         except (OSError, UnicodeDecodeError):
             return None
         # Go's net.ParseIP(content), untrimmed: a newline makes Go restart too.

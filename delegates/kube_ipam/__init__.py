@@ -6,7 +6,8 @@ pods (annotations from the runtime or the API), rules (pure decisions), records
 decide, write, retry), connect (clients, from the Services), plugin (the CNI
 commands). For operators: cli (`multipy ipam`, declared in the multipy.cli
 entry-point group), gc (what `multipy ipam gc` releases), node_checks (what
-`multipy status` checks, through KubeIpam.status_checks).
+`multipy status` checks, through KubeIpam.status_checks), doctor (what
+`multipy doctor` finds and fixes, through KubeIpam.doctor_checks: gc's rule).
 
 Error codes beyond the config's 7: 11 when a retry can succeed (etcd or the API
 unreachable, an address held by another pod or attachment, the range full);

@@ -29,6 +29,7 @@ from multipy.clients.etcd import EtcdUnavailable
 from multipy.clients.pool import ClientPool
 from multipy.cni.errors import CNIError
 from multipy.config import multus, network
+from multipy.files import MIB, read_regular
 
 from . import config as kube_config
 from . import gc as ipam_gc
@@ -80,11 +81,10 @@ def _kube_ipam_confs(path: str) -> tuple[list[dict], str]:
     """Every kube-ipam plugin conf of the file, with its network's name, as a runtime hands it over,
     and the file's own `kubeconfig` ("" if none)."""
     try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
+        doc = json.loads(read_regular(path, MIB, follow_symlinks=True))  # bounded: never /dev/zero or a FIFO
     except OSError as error:
         raise Failure(EXIT_USAGE, f"{path}: cannot read: {error.strerror}") from None
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise Failure(EXIT_USAGE, f"{path}: not valid JSON: {error}") from None
     if not isinstance(doc, dict):
         raise Failure(EXIT_USAGE, f"{path}: not a JSON object")

@@ -8,6 +8,7 @@ etcd errors, idempotent ADD, CHECK, GC and STATUS.
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, STATUS_UNAVAILABLE, UNKNOWN_CONTAINER, CNIError
@@ -50,6 +51,9 @@ class KubeIpam:
 
     def __init__(self, services: Services) -> None:
         self._clients = Clients(services)
+
+    # `multipy doctor`: reservations of gone pods (plugins/operator.py); doctor.py is imported only when it runs.
+    doctor_checks = staticmethod(lambda conf, probe: import_module(f"{__package__}.doctor").doctor_checks(conf, probe))
 
     @staticmethod
     def status_checks(conf: dict, probe: StatusProbe) -> list[Check]:

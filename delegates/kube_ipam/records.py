@@ -5,11 +5,25 @@ they cannot hand out the same address):
 
     /multipy/ipam/pools/<pool>/ips/<ip>                 one Lease per address, fixed or dynamic
     /multipy/ipam/pools/<pool>/owners/<cid>/<ifname>    one Owner per attachment: which addresses it holds
+    /multipy/ipam/pools/<pool>/full/b/<block>            a hint: every address of the 256-address block in
+                                                         rangeStart-rangeEnd ({"range": ...}) was taken when written
+    /multipy/ipam/pools/<pool>/full/r/<region>           the same for a region of 16 blocks (4,096 addresses)
 
 `<pool>` is the subnet with '-' for '/' (`10.188.0.0-16`). `<ip>` is the
 dotted quad, or for IPv6 the exploded form: either way the addresses of one
 256-address block share a key prefix (`10.188.1.`), so the allocator reads a
 block of leases with one prefix read instead of one read per address.
+
+`<block>` and `<region>` are the address shifted right by 8 and 12 bits, in fixed-width hex (6 and
+5 digits for IPv4), so the block hints of a region share its key prefix.
+
+The `full/` hints are an index for the dynamic search, never a reservation: an ADD that finds a
+block full (or takes its last free address) writes the block's hint, and the region's once all
+its blocks are hinted; a DEL that frees an address drops both in its own transaction. A search
+reads the region hints (at most 16 keys for a /16), then the block hints of the region it
+searches (at most 16), then one block: four small reads whether the pool is 1% or 99% full,
+spread or packed. Before it calls the range exhausted it reads the whole pool once, as a hint
+can be stale after a race: a stale hint costs time, never an address.
 
 A dynamic lease lives as long as its attachment. A fixed lease asked for by a
 pod is bound to the pod's namespace/name: DEL clears its container fields and
@@ -24,6 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from dataclasses import dataclass, field, replace
 
 from multipy.ipam.ranges import IPAddress, IPNetwork
@@ -67,6 +82,17 @@ def parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+def ip_int(text: str) -> int | None:
+    """parse_ip(text) as an integer, fast for the dotted quads of our keys (a scan of a full pool)."""
+    if ":" not in text:
+        try:
+            return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+        except OSError:
+            return None
+    ip = parse_ip(text)
+    return None if ip is None else int(ip)
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names of one pool."""
@@ -93,6 +119,34 @@ class Keys:
 
     def owner(self, container_id: str, ifname: str) -> str:
         return f"{self.owners}{container_id}/{ifname}"
+
+    @property
+    def full(self) -> str:
+        return f"{self.pool}full/"
+
+    @property
+    def full_regions(self) -> str:
+        return f"{self.full}r/"
+
+    def _digits(self) -> int:
+        return 8 if self.subnet.version == 4 else 32  # hex digits of a whole address
+
+    def block_hint(self, ip: int) -> str:
+        """The hint key of the 256-address block of `ip` (an integer)."""
+        return f"{self.full}b/{ip >> 8:0{self._digits() - 2}x}"
+
+    def region_hint(self, ip: int) -> str:
+        """The hint key of the 16-block region of `ip`."""
+        return f"{self.full_regions}{ip >> 12:0{self._digits() - 3}x}"
+
+    def region_blocks(self, ip: int) -> str:
+        """The key prefix of the block hints of the region of `ip`."""
+        return f"{self.full}b/{ip >> 12:0{self._digits() - 3}x}"
+
+
+def full_hint_value(span: str) -> str:
+    """A full/ hint's value: the range ("start-end") whose addresses of the block were all taken."""
+    return json.dumps({"range": span}, separators=(",", ":"))
 
 
 def legacy_key(network: str, ip: IPAddress) -> str:

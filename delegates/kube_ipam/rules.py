@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from multipy.cni.errors import INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER, CNIError
@@ -141,11 +142,36 @@ def start_point(rng: Range, container_id: str, ifname: str) -> IPAddress:
     in etcd, keeps concurrent ADDs from racing for the same address, and lets a recreated
     container (a new ID) land elsewhere than its predecessor, whose address may still be
     in ARP caches. The free addresses stay scattered, so a search reads about one
-    256-address block whatever the fill.
+    256-address block whatever the fill; blocks hinted full are skipped without a read
+    (see search_pieces), so a pool filled in one contiguous run costs the same.
     """
     size = int(rng.end) - int(rng.start) + 1
     digest = hashlib.blake2b(f"{container_id}/{ifname}".encode(), digest_size=8).digest()
     return rng.start + int.from_bytes(digest, "big") % size
+
+
+def search_pieces(first: int, last: int, start: int) -> Iterator[tuple[int, int]]:
+    """first..last (addresses as integers) from `start` on, wrapping around to end just before it,
+    cut at 256-address block edges: (low, high) inclusive, one block per piece (the start's block
+    may come twice, its upper part first and its lower part last)."""
+    low = start
+    while low <= last:
+        high = min(low | 0xFF, last)
+        yield low, high
+        low = high + 1
+    low = first
+    while low < start:
+        high = min(low | 0xFF, last, start - 1)
+        yield low, high
+        low = high + 1
+
+
+def block_capacity(base: int, first: int, last: int, gateway: int) -> tuple[int, int, int]:
+    """The part of the block at `base` inside first..last, (low, high, how many it can hand out)."""
+    low, high = max(base, first), min(base | 0xFF, last)
+    if low > high:
+        return low, high, 0
+    return low, high, high - low + 1 - (low <= gateway <= high)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ multipy.net.netlink), so a request opens each namespace once.
 from __future__ import annotations
 
 import errno
-import secrets
+import hashlib
 
 from multipy.cni.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
 from multipy.net.netlink import Link, LinkError, Namespace
@@ -36,13 +36,21 @@ def master(host: Namespace, name: str) -> Link:
     return found
 
 
-def create(host: Namespace, netns: str, parent: Link, mode: str, mtu: int, mac: str) -> str:
-    """Create the macvlan directly inside the pod namespace under a temporary name; returns that name.
+TEMP_PREFIX = "mvtmp"
+
+
+def temporary_name(container_id: str, ifname: str) -> str:
+    """The temporary name of (container, ifname)'s macvlan until its rename: derived, not random, so
+    that the DEL of an ADD killed before the rename finds it and knows it is its own (15 bytes)."""
+    return TEMP_PREFIX + hashlib.sha256(f"{container_id}/{ifname}".encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def create(host: Namespace, netns: str, parent: Link, mode: str, mtu: int, mac: str, temporary: str) -> str:
+    """Create the macvlan directly inside the pod namespace under `temporary` (temporary_name); returns it.
 
     A temporary name, as the reference does: kernels once checked the name against the
     creating namespace too, and a clash in the pod is then a clean rename failure.
     """
-    temporary = "veth" + secrets.token_hex(4)
     try:
         host.create_macvlan(temporary, parent.index, mode, netns, mtu=mtu, mac=mac)
     except LinkError as exc:

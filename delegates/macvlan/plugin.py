@@ -16,6 +16,7 @@ from multipy.cni.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 from multipy.cni.result import Interface, Result
 from multipy.cni.undo import Undo, add_details
 from multipy.cni.version import SUPPORTED_VERSIONS
+from multipy.failpoints import failpoint
 from multipy.net import sysctl
 from multipy.net.ifconfig import ConfigureError, configure
 from multipy.net.netlink import Link, Namespace, Netlink
@@ -55,11 +56,15 @@ class Macvlan:
         cfg = load(conf, inv.arg("MAC"))
         try:
             with self.netlink.open(inv.netns) as pod, Undo() as undo:
+                temporary = link.temporary_name(inv.container_id, inv.ifname)
+                link.remove(pod, temporary)  # a killed ADD's, before its rename: this attachment's own
                 with self.netlink.open() as host:
                     parent = self._master(host, cfg)
-                    temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac)
+                    temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac, temporary)
+                failpoint("macvlan.add.after_create")
                 mac = link.rename(pod, temporary, inv.ifname)
                 undo.push(link.remove, pod, inv.ifname, what=f"deleting {inv.ifname!r}")
+                failpoint("macvlan.add.after_rename")
                 result = Result(cfg.cni_version, [Interface(inv.ifname, mac, sandbox=inv.netns)], dns=cfg.dns)
                 if cfg.ipam_type:
                     # Registered before the call: a failed IPAM ADD is DELed too (SPEC "Delegated plugins"),
@@ -74,6 +79,7 @@ class Macvlan:
 
     def _address(self, inv: Invocation, conf: dict, pod: Namespace, result: Result) -> None:
         found = self.ipam.add(inv, conf)
+        failpoint("macvlan.add.after_ipam")
         result.ips = [replace(ipc, interface=0) for ipc in found.ips]
         result.routes = list(found.routes)
         self._notify(inv)
@@ -101,10 +107,13 @@ class Macvlan:
                 self.ipam(inv, conf, "DEL")
         except CNIError as exc:
             failure = exc
+        failpoint("macvlan.del.after_ipam")
         if inv.netns:
             try:
                 with self.netlink.open(inv.netns) as pod:
                     link.remove(pod, inv.ifname)
+                    # An ADD killed between create and rename left it under its derived temporary name.
+                    link.remove(pod, link.temporary_name(inv.container_id, inv.ifname))
             except NetnsGone:
                 pass  # the runtime already removed the namespace, and the link with it
             except CNIError as exc:

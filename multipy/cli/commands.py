@@ -120,4 +120,4 @@ def versions(output: str) -> None:
 
 
 # Each registers its commands on cli.
-from . import install, status  # noqa: E402, F401
+from . import daemon, doctor, install, status  # noqa: E402, F401

@@ -5,6 +5,8 @@ It puts on the node, in this order, each only when it changed:
 1. the Python runtime (--runtime), under its content digest (install_runtime.py);
 2. each --file, then the kubeconfig made from the pod's service account (kubeconfig.py);
 3. the CNI executables `multus-cni` and `multipy`: launchers running that runtime's interpreter;
+   with --thick, then `multus-shim` (multipy/shim.py behind a `#!<interpreter> -IS` line), which
+   hands requests to `multipy daemon` and falls back to the `multus-cni` next to it;
 4. last, the conf: once it is there the runtime uses multipy, so everything it needs must
    already be in place.
 Every file is written atomically (install_files.py); nothing is deleted, except old runtime trees
@@ -28,7 +30,7 @@ from multipy.config import multus
 
 from . import install_runtime, kubeconfig
 from .commands import cli
-from .install_files import launcher, place
+from .install_files import launcher, place, shim_launcher
 from .output import output_option
 
 EXIT_INVALID = 1
@@ -36,6 +38,7 @@ EXIT_USAGE = 2
 EXIT_WRITE = 3
 
 EXECUTABLES = (("multus-cni", "multipy.entry"), ("multipy", "multipy.cli.main"))
+SHIM = "multus-shim"  # thick mode's executable, and the conf's "type" that makes the runtime run it
 EXECUTABLE_MODE, PRIVATE_MODE = 0o755, 0o600
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -61,6 +64,7 @@ class Settings:
     kubeconfig: str | None
     serviceaccount_dir: str
     api_server: str | None
+    thick: bool = False
 
 
 class Installer:
@@ -80,7 +84,7 @@ class Installer:
         """One pass; `report(entry)` for each thing done. Failure when something stops it."""
         s = self.s
         raw = _read(s.source, "--conf")
-        problems = _check_conf(s.source, raw)
+        problems = _check_conf(s.source, raw) or _check_mode(s.source, raw, s.thick)
         if problems:
             for problem in problems:
                 click.echo(problem, err=True)
@@ -97,6 +101,8 @@ class Installer:
         python = self._install_runtime(report) if s.runtime else s.python
         plan += [(posixpath.join(s.bin_dir, exe), launcher(exe, module, python), EXECUTABLE_MODE)
                  for exe, module in EXECUTABLES]  # fmt: skip
+        if s.thick:  # after multus-cni: the shim's fallback must find it there from the first call on
+            plan.append((posixpath.join(s.bin_dir, SHIM), shim_launcher(python), EXECUTABLE_MODE))
         plan.append((posixpath.join(s.conf_dir, s.name), raw, PRIVATE_MODE))
         for path, data, mode in plan:
             try:
@@ -142,6 +148,16 @@ def _read(path: str, what: str) -> bytes:
             return f.read()
     except OSError as error:
         raise Failure(EXIT_USAGE, f"{what} {path}: cannot read: {error.strerror}") from None
+
+
+def _check_mode(path: str, raw: bytes, thick: bool) -> list[str]:
+    """The conf's "type" is the executable the runtime runs: it must be the one this install puts there."""
+    kind = json.loads(raw).get("type")
+    if thick and kind != SHIM:
+        return [f'{path}: $.type: {kind!r}: with --thick the runtime must run the shim: "type": "{SHIM}"']
+    if not thick and kind == SHIM:
+        return [f'{path}: $.type: "{SHIM}" is thick mode: install with --thick (the runtime would find no {SHIM})']
+    return []
 
 
 def _check_conf(path: str, raw: bytes) -> list[str]:
@@ -224,7 +240,8 @@ def _settings(**options) -> Settings:
         raise click.BadParameter("only used with --kubeconfig", ctx, param_hint="'--api-server'")
     return Settings(options["source"], options["conf_dir"], options["bin_dir"], options["name"],
                     options["copies"], python, host_root, runtime, options["runtime_dir"],
-                    options["prune_runtimes"], kube, options["serviceaccount_dir"], api)  # fmt: skip
+                    options["prune_runtimes"], kube, options["serviceaccount_dir"], api,
+                    options["thick"])  # fmt: skip
 
 
 @cli.command()
@@ -323,6 +340,12 @@ def _settings(**options) -> Settings:
     metavar="SECONDS",
     help="After installing, install again every SECONDS until SIGTERM (refreshes the node's token); exit 0 on SIGTERM.",
 )
+@click.option(
+    "--thick",
+    is_flag=True,
+    help=f"Thick mode: also install {SHIM}, which hands each request to `multipy daemon` (the conf's "
+    f'"type" must be "{SHIM}"). See docs/thick-mode.md.',
+)
 @output_option
 def install(output, every, **options) -> None:
     """Install multipy on a node: the runtime, the CNI executables, the kubeconfig and the conf.
@@ -330,8 +353,8 @@ def install(output, every, **options) -> None:
     Writes, each only when it changed and each through a temporary name and a rename (safe to
     run again, safe while a runtime runs multipy): the --runtime tree as RUNTIME_DIR/DIGEST/,
     each --file DEST (0600), the --kubeconfig and its CA (0600), BIN_DIR/multus-cni and
-    BIN_DIR/multipy (0755) and, last, CONF_DIR/NAME (0600). Nothing is deleted, except with
-    --prune-runtimes.
+    BIN_DIR/multipy (0755), with --thick BIN_DIR/multus-shim (0755) and, last, CONF_DIR/NAME (0600).
+    Nothing is deleted, except with --prune-runtimes.
 
     \b
     Exit codes: 0 installed (or all unchanged; with --every, stopped by SIGTERM); 1 the conf

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import stat
+from importlib import resources
 
 from multipy import __version__, files
 
@@ -34,6 +35,23 @@ def launcher(name: str, module: str, python: str) -> bytes:
     # A path a #! line cannot hold (blanks, too long) goes through the shell.
     code = f"import sys; sys.argv[0] = {name!r}; from {module} import main; sys.exit(main())"
     return f'#!/bin/sh\n{note}exec {shlex.quote(python)} -I -c {shlex.quote(code)} "$@"\n'.encode()
+
+
+SHIM_FLAGS = "-IS"  # -I -S in one word: a #! line hands everything after the interpreter over as one argument
+
+
+def shim_launcher(python: str) -> bytes:
+    """The thick-mode executable: multipy/shim.py itself behind a #! line running `python` isolated and
+    without `site` (the shim is stdlib only, so the site-packages scan would be start-up time for nothing)."""
+    source = resources.files("multipy").joinpath("shim.py").read_text()
+    note = f"# multus-shim, written by `multipy install --thick` (multipy {__version__}): multipy/shim.py on {python}\n"
+    if _shebang_safe(python):
+        return f"#!{python} {SHIM_FLAGS}\n{note}{source}".encode()
+    # A path a #! line cannot hold: one file that sh and Python both read. sh runs line 2 (the empty
+    # strings before `exec` vanish); Python sees a string statement there, and the shim has no
+    # __future__ import that would have to come first.
+    exec_line = "''''exec " + shlex.quote(python) + f' {SHIM_FLAGS} "$0" "$@" # ' + "'''"
+    return f"#!/bin/sh\n{exec_line}\n{note}{source}".encode()
 
 
 def _same(path: str, data: bytes, mode: int, st: os.stat_result) -> bool:

@@ -357,7 +357,9 @@ class Etcd:
             except grpc.RpcError as error:
                 causes.append(f"{endpoint.url}: {self._describe(error, endpoint)}")
                 self._drop(endpoint)
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # CANCELLED: another thread's _drop closed this shared channel under the call (a daemon).
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        grpc.StatusCode.CANCELLED):  # fmt: skip
                     raise EtcdUnavailable(self._urls(), operation, causes) from None
                 if write and not _unsent(error):
                     raise EtcdUnavailable(self._urls(), operation, causes, outcome_unknown=True) from None

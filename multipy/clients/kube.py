@@ -311,3 +311,164 @@ def _status_message(body) -> tuple[str, str]:
     if isinstance(status, dict) and status.get("kind") == "Status":
         return str(status.get("message") or ""), str(status.get("reason") or "")
     return "", ""
+
+
+# -- informers: a daemon's local copy of this node's pods and of the NADs
+
+
+POD_LIST_PATH = "/api/v1/pods"
+NAD_LIST_PATH = f"/apis/{NAD_GROUP}/{NAD_VERSION}/{NAD_PLURAL}"
+_KEPT_METADATA = ("name", "namespace", "uid", "annotations", "labels", "resourceVersion")
+
+
+def strip_pod(obj: dict) -> dict:
+    """What multipy reads of a pod (identity, annotations, labels, node): a cache of a node's pods holds
+    no managedFields, containers or volumes (Multus #1203)."""
+    metadata = obj.get("metadata") or {}
+    kept = {"metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata}}
+    node = (obj.get("spec") or {}).get("nodeName")
+    if node:
+        kept["spec"] = {"nodeName": node}
+    return kept
+
+
+def strip_nad(obj: dict) -> dict:
+    """A NAD's identity, annotations (resourceName) and spec.config."""
+    metadata = obj.get("metadata") or {}
+    return {"metadata": {k: metadata[k] for k in _KEPT_METADATA if k in metadata}, "spec": dict(obj.get("spec") or {})}
+
+
+class Informer:
+    """A list-then-watch copy of one kind of object (the Kubernetes watch API), kept by a thread.
+
+    It relists after a watch ends with an error (410 Gone: the resourceVersion is too old) and,
+    with a pause, after a watch that produced nothing (an API server that does not stream), so
+    it never spins. Readers get the stripped object or None; a miss is the caller's to GET live.
+    """
+
+    WATCH_SECONDS = 60  # the API server ends each watch after this; the next one resumes from its version
+    PAUSE = 5.0  # before a relist after a failure, capped exponential backoff
+
+    def __init__(self, kube: Kube, path: str, what: str, strip, field_selector: str | None = None) -> None:
+        import threading
+
+        self.kube = kube
+        self.path = path
+        self.what = what
+        self.strip = strip
+        self.field_selector = field_selector
+        self.synced = threading.Event()
+        self.synced_at: float | None = None  # time.monotonic() of the last full list
+        self.last_error: str = ""
+        self._objects: dict[tuple[str, str], dict] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._response = None
+        self._thread = threading.Thread(target=self._run, name=f"informer-{what}", daemon=True)
+
+    def start(self) -> Informer:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.shutdown()  # unblocks the watch's read
+            except Exception:  # noqa: BLE001 - best effort: the thread is a daemon thread anyway
+                pass
+        self._thread.join(timeout)
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return self._objects.get((namespace, name))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+    # -- the thread
+
+    def _query(self, **extra) -> list[tuple[str, str]]:
+        query = [("fieldSelector", self.field_selector)] if self.field_selector else []
+        return query + [(k, str(v)) for k, v in extra.items()]
+
+    def _run(self) -> None:
+        pause = 0.0
+        while not self._stopping.wait(pause):
+            try:
+                version = self._list()
+                produced = self._watch(version)
+                pause = 0.0 if produced else self.PAUSE
+            except KubeError as error:
+                self.last_error = str(error)
+                pause = min(max(pause * 2, self.PAUSE), 60.0)
+            except Exception as error:  # noqa: BLE001 - a broken stream must not kill the cache
+                self.last_error = f"{type(error).__name__}: {error}"
+                pause = min(max(pause * 2, self.PAUSE), 60.0)
+
+    def _list(self) -> str:
+        listing = self.kube._request("GET", self.what, self.path, query=self._query())
+        objects = {}
+        for obj in listing.get("items") or []:
+            kept = self.strip(obj)
+            metadata = kept["metadata"]
+            objects[(metadata.get("namespace", ""), metadata.get("name", ""))] = kept
+        with self._lock:
+            self._objects = objects
+        self.synced_at = time.monotonic()
+        self.synced.set()
+        return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _watch(self, version: str) -> int:
+        """Applies watch events until the server ends the watch; how many there were."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        query = self._query(watch="true", allowWatchBookmarks="true", timeoutSeconds=self.WATCH_SECONDS,
+                            resourceVersion=version)  # fmt: skip
+        request = self.kube._api.param_serialize("GET", self.path, query_params=query,
+                                                 header_params={"Accept": "application/json"},
+                                                 auth_settings=["BearerToken"])  # fmt: skip
+        response = self.kube._api.call_api(*request, _preload_content=False,
+                                           _request_timeout=(self.kube.timeout, self.WATCH_SECONDS + 10))  # fmt: skip
+        self._response = response
+        events = 0
+        try:
+            if response.status != 200:
+                raise self.kube._http_error(f"watch {self.what}", response.status, response.reason, response.read())
+            for line in iter_resp_lines(response):
+                if self._stopping.is_set():
+                    break
+                if line and self._apply(json.loads(line)):
+                    events += 1
+                elif line:
+                    break  # an ERROR event (410 Gone) or not an event at all: relist
+        finally:
+            self._response = None
+            response.release_conn()
+        return events
+
+    def _apply(self, event: dict) -> bool:
+        kind, obj = event.get("type"), event.get("object")
+        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") or not isinstance(obj, dict):
+            return False
+        if kind == "BOOKMARK":
+            return True
+        kept = self.strip(obj)
+        key = (kept["metadata"].get("namespace", ""), kept["metadata"].get("name", ""))
+        with self._lock:
+            if kind == "DELETED":
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = kept
+        return True
+
+
+def pod_informer(kube: Kube, node_name: str) -> Informer:
+    """This node's pods only (spec.nodeName): a node's share of the cluster, not the cluster."""
+    return Informer(kube, POD_LIST_PATH, f'pods on node "{node_name}"', strip_pod, f"spec.nodeName={node_name}")
+
+
+def nad_informer(kube: Kube) -> Informer:
+    return Informer(kube, NAD_LIST_PATH, "NetworkAttachmentDefinitions", strip_nad)

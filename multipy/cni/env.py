@@ -120,11 +120,21 @@ def validate_container_id(container_id: str) -> None:
         )
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_ifname(ifname: str, source: str) -> None:
     """Linux IFNAMSIZ rules (pkg/utils ValidateInterfaceName); `source` names the field."""
     problem = ""
     if not ifname:
         problem = "is empty"
+    elif not ifname.isprintable() or not _encodes(ifname):  # e.g. undecodable bytes from the environment
+        problem = "must be printable UTF-8"
     elif len(ifname.encode()) > 15:
         problem = "is longer than 15 bytes"
     elif ifname in (".", ".."):

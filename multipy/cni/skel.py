@@ -44,11 +44,33 @@ class Handler(Protocol):
 _METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
 
 
+MAX_DEPTH = 64  # nesting of the conf on stdin; nothing a runtime or an operator writes comes near
+
+
+def _too_deep(doc, limit: int = MAX_DEPTH) -> bool:
+    """Whether `doc` nests more than `limit` arrays/objects (iterative: no recursion to exhaust)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def decode_config(raw: bytes) -> dict:
     try:
         config = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CNIError(DECODE_FAILURE, f"error parsing network configuration: {exc}") from None
+    except RecursionError:
+        raise CNIError(DECODE_FAILURE, f"error parsing network configuration: nested deeper than {MAX_DEPTH} "
+                       "levels") from None  # fmt: skip
+    if _too_deep(config):
+        raise CNIError(DECODE_FAILURE, f"error parsing network configuration: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(config, dict):
         raise CNIError(DECODE_FAILURE, "error parsing network configuration: expected a JSON object")
     return config
@@ -58,7 +80,7 @@ def _requested_version(raw: bytes) -> str | None:
     # VERSION's stdin is only advisory: libcni may send nothing at all.
     try:
         version = json.loads(raw).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
         return None
     return version if isinstance(version, str) else None
 
@@ -77,7 +99,7 @@ def run(
     about: str = "",
     log_settings: Settings | None = None,
 ) -> int:
-    """Serve one CNI invocation; returns the process exit code.
+    """Serve one CNI invocation of this process; returns the process exit code.
 
     make_handler(request, log) builds the handler; `log` is this request's log,
     whose settings the handler may point at the conf's logFile.
@@ -85,19 +107,37 @@ def run(
     environ = environ if environ is not None else os.environ
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout
+    try:
+        command = cni_env.command_of(environ)
+    except CNIError:
+        command = "?"  # serve() reports it as the error document
+    if not command:
+        # Like Go plugins: no command means a human ran us; say what we are.
+        sys.stderr.write(about + "\n")
+        return 0
+    code, document = serve(make_handler, environ, stdin.read(), log_settings)
+    if document is not None:
+        emit(stdout, document)
+    return code
+
+
+def serve(
+    make_handler: Callable[[Request, Log], Handler],
+    environ,
+    raw: bytes,
+    log_settings: Settings | None = None,
+) -> tuple[int, dict | None]:
+    """One CNI request, from its environment and stdin bytes to (exit code, stdout document or None).
+
+    The process entry (run) and the daemon both come here, so one place maps exceptions to CNI codes.
+    """
     settings = log_settings or Settings()
     log = Log(settings)
     cni_version: str | None = None
     try:
         command = cni_env.command_of(environ)
-        if not command:
-            # Like Go plugins: no command means a human ran us; say what we are.
-            sys.stderr.write(about + "\n")
-            return 0
-        raw = stdin.read()
         if command == "VERSION":
-            emit(stdout, version_reply(_requested_version(raw)))
-            return 0
+            return 0, version_reply(_requested_version(raw))
         environment = cni_env.load(environ)
         log = Log(
             settings,
@@ -122,14 +162,17 @@ def run(
         request = Request(environment, raw, config, cni_version or LATEST)
         handler = make_handler(request, log)
         result = getattr(handler, _METHODS[command])(request)
-        if command == "ADD":
-            emit(stdout, result.to_json(cni_version))
-        return 0
-    except CNIError as err:
-        log.error("%s failed: code %d: %s", environ.get("CNI_COMMAND", "?"), err.code, err.msg)
-        emit(stdout, err.to_json(cni_version))
-        return 1
+        return 0, (result.to_json(cni_version) if command == "ADD" else None)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, never crash
-        log.exception("unexpected internal error")
-        emit(stdout, CNIError(INTERNAL, f"internal error: {type(exc).__name__}: {exc}").to_json(cni_version))
-        return 1
+        return 1, failure(exc, log, environ.get("CNI_COMMAND", "?"), cni_version)
+
+
+def failure(exc: Exception, log: Log, what: str, cni_version: str | None = None) -> dict:
+    """The CNI error document for `exc`: a CNIError keeps its code, anything else is 999 with its traceback logged."""
+    from multipy.redact import redact  # kubelet shows msg and details in pod events: no credential there
+
+    if isinstance(exc, CNIError):
+        log.error("%s failed: code %d: %s", what, exc.code, exc.msg)
+        return CNIError(exc.code, redact(exc.msg), redact(exc.details)).to_json(cni_version)
+    log.exception("unexpected internal error")
+    return CNIError(INTERNAL, redact(f"internal error: {type(exc).__name__}: {exc}")).to_json(cni_version)

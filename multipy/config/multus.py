@@ -25,8 +25,8 @@ DEFAULT_GLOBAL_NAMESPACES = ("default",)
 # Keys a runtime adds per request; they are not the operator's and vary per pod.
 RUNTIME_KEYS = ("runtimeConfig", "prevResult", "args")
 # Keys of Go Multus v4's conf that have no meaning here: accepted (so a Multus conf loads), checked
-# for type by the schema, and named by warnings(). daemonSocketDir waits for thick mode.
-IGNORED_MULTUS_KEYS = ("ipam", "dns", "daemonSocketDir")
+# for type by the schema, and named by warnings(). daemonSocketDir is thick mode's (multipy/shim.py).
+IGNORED_MULTUS_KEYS = ("ipam", "dns")
 IGNORED = "accepted for Go Multus compatibility and ignored"
 
 
@@ -69,7 +69,10 @@ class MultusConf:
     log_rotation: Rotation | None = None  # logOptions; None: logFile is only appended to
     # retryDeleteOnError as written; None when left out (the orchestrator's DEL gives it meaning).
     retry_delete_on_error: bool | None = None
-    daemon_socket_dir: str | None = None  # kept for thick mode; unused by the thin plugin
+    # Thick mode: read by the shim (multipy/shim.py, which imports nothing of multipy) from the raw conf,
+    # and kept here for the daemon and `multipy validate`. None: /run/multipy.
+    daemon_socket_dir: str | None = None
+    thin_fallback: bool = True  # False: only DEL runs in thin mode when the daemon cannot be reached
 
     @property
     def resolved(self) -> tuple[Delegate, ...]:
@@ -101,7 +104,9 @@ def _shape_problems(doc: dict) -> list[Problem]:
         found.append(Problem("$", "one of 'delegates' or 'clusterNetwork' must be set"))
     if "defaultNetworks" in doc and not has_cluster:
         found.append(Problem("$.defaultNetworks", "needs 'clusterNetwork'"))
-    masters = [i for i, d in enumerate(doc.get("delegates") or []) if isinstance(d, dict) and d.get("masterplugin") is True]
+    delegates = doc.get("delegates")
+    delegates = delegates if isinstance(delegates, list) else []  # a non-list is the schema's finding
+    masters = [i for i, d in enumerate(delegates) if isinstance(d, dict) and d.get("masterplugin") is True]
     if len(masters) > 1:
         found.append(
             Problem(
@@ -255,6 +260,7 @@ def load(doc: dict, stamp_dir: str | None = None, schema_for: plugin_schemas.Sch
         log_rotation=log_rotation(doc),
         retry_delete_on_error=doc.get("retryDeleteOnError"),
         daemon_socket_dir=doc.get("daemonSocketDir"),
+        thin_fallback=doc.get("thinFallback", True),
     )
 
 

@@ -149,6 +149,11 @@ def _at(base: str, json_path: str) -> str:
     return base + json_path[1:]
 
 
+def _clip(text: str, limit: int = 200) -> str:
+    """A problem quotes the value at fault, never a megabyte of it."""
+    return text if len(text) <= limit else f"{text[: limit - 40]}...({len(text)} characters)...{text[-20:]}"
+
+
 def _explain(error, base: str) -> list[Problem]:
     """Problems in the config's words, pointing at the key itself where the library points at its parent."""
     path = _at(base, error.json_path)
@@ -158,10 +163,12 @@ def _explain(error, base: str) -> list[Problem]:
     if error.validator == "not" and error.validator_value == {"required": ["type"]}:
         return [Problem(path, "a conflist (with 'plugins') may not also have a 'type'")]
     if isinstance(error.schema, dict) and isinstance(error.schema.get("errorMessage"), str):
-        return [Problem(path, f"{error.instance!r} {error.schema['errorMessage']}")]
+        return [Problem(path, f"{_clip(repr(error.instance))} {error.schema['errorMessage']}")]
     if error.validator == "format" and error.validator_value in FORMATS:
-        return [Problem(path, f"{error.instance!r} is not {FORMATS[error.validator_value][1]}")]
-    return [Problem(path, error.message)]
+        return [Problem(path, f"{_clip(repr(error.instance))} is not {FORMATS[error.validator_value][1]}")]
+    if error.validator in ("maxLength", "pattern") and isinstance(error.instance, str):
+        return [Problem(path, _clip(f"{error.instance!r}", 80) + f" does not match {error.validator} {error.validator_value!r}")]
+    return [Problem(path, _clip(error.message, 400))]
 
 
 def _stamp(targets: list[Target], stamp_dir: str) -> str:

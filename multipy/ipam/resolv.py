@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from multipy.cni.result import DNS
+from multipy.files import read_regular
 
 from .ranges import invalid
+
+MAX_RESOLV_CONF = 64 * 1024
 
 
 def parse_resolv_conf(text: str) -> DNS:
@@ -31,8 +34,10 @@ def parse_resolv_conf(text: str) -> DNS:
 
 def read_resolv_conf(path: str, where: str = "ipam.resolvConf") -> DNS:
     """DNS settings from the file `where` names; the only file this package reads."""
+    # A regular file of at most 64 KiB (glibc reads far less): `resolvConf: /dev/zero` or a FIFO is
+    # refused at once instead of read forever. A symlink is followed: /etc/resolv.conf often is one.
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return parse_resolv_conf(f.read())
-    except OSError as exc:
-        raise invalid(where, path, f"cannot be read: {exc.strerror}") from None
+        data = read_regular(path, MAX_RESOLV_CONF, follow_symlinks=True)
+    except (OSError, ValueError) as exc:
+        raise invalid(where, path, f"cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_resolv_conf(data.decode("utf-8", "replace"))

@@ -63,6 +63,10 @@ class PodNetworks:
             wanted.append(self._selected(ref, chosen, master=False, annotation=selection.NETWORKS_ANNOTATION))
         return wanted
 
+    def hotplugged(self, ref: pod.PodRef, chosen: selection.Selection) -> Wanted:
+        """One network of a hot-plug request (the daemon's POST /delegate), checked as an annotation's is."""
+        return self._selected(ref, chosen, master=False, annotation="of the hot-plug request")
+
     def _configured(self, delegate: Delegate) -> Wanted:
         """A conf delegate; a clusterNetwork/defaultNetworks name is a NAD in multusNamespace first."""
         if delegate.ref is None:

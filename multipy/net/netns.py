@@ -9,6 +9,13 @@ how `netlink.Netlink.open` reaches a pod), and /proc/sys/net opened there is the
 namespace's (how `sysctl` works).
 
 A namespace that is not there (any more) is `NetnsGone`, whatever the step that noticed.
+
+A daemon serving a thick-mode shim gets the pod's namespace as an open fd (SCM_RIGHTS), not as a
+path it can open: CNI_NETNS names a file in the runtime's mount namespace, which the daemon (no
+hostPID, no mount propagation) may not see. `passed_fds({CNI_NETNS: fd})` around the request makes
+`fd`, `run_in` and `exists` use that fd for that path; the request keeps the runtime's path in its
+records and results. The mapping is a ContextVar, so concurrent requests on other threads each see
+their own; run_in's worker thread needs none, as its fd is opened in the caller.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import ctypes
 import errno
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import TypeVar
 
 from multipy.cni.errors import INVALID_NETNS, CNIError
@@ -29,6 +38,9 @@ _CLONE_NEWNET = 0x40000000
 # By its soname: ctypes.util.find_library would run /sbin/ldconfig -p to find what we already know.
 LIBC_NAME = "libc.so.6"
 _libc = None
+# CNI_NETNS path -> an fd of that namespace, handed over by the caller (the shim, through the daemon).
+# The fds are the caller's: never closed here.
+_passed: ContextVar[Mapping[str, int]] = ContextVar("multipy_passed_netns_fds", default=MappingProxyType({}))
 
 
 class NetnsGone(OSError):
@@ -49,10 +61,30 @@ def libc() -> ctypes.CDLL:
 
 
 @contextmanager
-def fd(netns: str) -> Iterator[int]:
-    """An open descriptor of the namespace at path `netns`, for requests that name a namespace by fd."""
+def passed_fds(mapping: Mapping[str, int]) -> Iterator[None]:
+    """Within this block (this thread or task), the path `p` of `mapping` means the namespace of fd
+    mapping[p]: fd, run_in and exists use it instead of opening `p`. The fds stay the caller's."""
+    token = _passed.set(dict(mapping))
     try:
-        handle = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        yield
+    finally:
+        _passed.reset(token)
+
+
+def exists(netns: str) -> bool:
+    """Whether the namespace `netns` is there: a passed fd, or a file at that path."""
+    if not netns:
+        return False
+    return netns in _passed.get() or os.path.exists(netns)
+
+
+@contextmanager
+def fd(netns: str) -> Iterator[int]:
+    """An open descriptor of the namespace at path `netns` (a dup of a passed one), closed on exit."""
+    passed = _passed.get().get(netns)
+    try:
+        # A dup, so the caller's fd is never closed under it, whoever closes this one.
+        handle = os.dup(passed) if passed is not None else os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NetnsGone(netns) from None
     except OSError as exc:

@@ -12,11 +12,13 @@ its ADD, so a failed delegate is DELed too.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass
 
 from multipy.cni.errors import (
+    DELEGATE_TIMEOUT,
     INTERNAL,
     NO_ATTACHMENT_RECORD,
     STATUS_UNAVAILABLE,
@@ -28,15 +30,19 @@ from multipy.cni.result import Result
 from multipy.cni.undo import Undo, UndoFailure, add_details, describe
 from multipy.config import network
 from multipy.config.multus import MultusConf
+from multipy.failpoints import failpoint
+from multipy.files import unlink_quietly
 from multipy.log import Log
 from multipy.plugins.chain import Chain
 from multipy.plugins.contract import Invocation
 
-from . import plan
+from . import lock, plan
 from .ports import PodNetworks, Reporter
 from .record import Attachment, CorruptRecord, Record, RecordStore
 
 _READINESS_POLL = 0.25  # seconds
+ROLLBACK_AFTER_TIMEOUT = 5.0  # at most (and a tenth of delegateTimeout) for the DEL of a timed-out ADD
+STALE_TEMP_AGE = 600.0  # seconds: GC removes record temp files older than this (no write takes that long)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,13 @@ def _as_error(failure: UndoFailure) -> CNIError:
     return CNIError(code, f"{failure.what}: {describe(err)}", details)
 
 
+def _shorter(chain: Chain, timeout: float) -> Chain:
+    """A view of `chain` whose binaries get at most `timeout` seconds."""
+    view = copy.copy(chain)
+    view.timeout = min(chain.timeout, timeout)
+    return view
+
+
 def _summary(errors: list[CNIError], what: str) -> CNIError:
     first = errors[0]
     rest = "; ".join(e.msg for e in errors[1:])
@@ -101,8 +114,28 @@ class Orchestrator:
         self.conf_error = conf_error
         self.pods = pods
         self.reporter = reporter
+        # How long ADD, DEL and CHECK wait for another request of the same container (lock.py);
+        # a daemon may set a per-request absolute deadline (time.monotonic()) instead or as well.
+        self.lock_wait = lock.WAIT
+        self.lock_deadline: float | None = None
 
     # -- helpers -------------------------------------------------------------
+
+    def locked(self, container_id: str):
+        """The container's lock (multipy.orchestrator.lock), as every command of one container takes it;
+        the daemon's hot-plug goes through this too."""
+        return lock.held(self.store.directory, container_id, self.lock_wait, self.lock_deadline)
+
+    def _require_nameable(self, name: str, req: Request) -> None:
+        err = self.store.unnameable_error(name, req.container_id, req.ifname)
+        if err is not None:
+            raise err
+
+    def _sweep_temps(self, name: str, req: Request) -> None:
+        # Under the container's lock no writer of this record is live: its temp files are a
+        # killed request's leftovers.
+        for path in self.store.remove_temps(name, req.container_id, req.ifname):
+            self.log.warning("removed a killed request's temporary record file %s", path)
 
     def _require_conf(self) -> None:
         if self.conf_error is not None:
@@ -151,6 +184,7 @@ class Orchestrator:
         except CNIError:
             prev = None  # a damaged result must not cost the delegate its DEL
         try:
+            failpoint("orchestrator.del.before_delegate")
             net = network.from_dict(attachment.network)
             inv = self._invocation("DEL", record, attachment, netns)
             chain.delete(net, inv, self._capabilities(record, attachment), prev, attachment.cni_args)
@@ -160,6 +194,7 @@ class Orchestrator:
         except Exception:
             self.log.exception("%s", _label(attachment, "DEL crashed"))
             raise
+        failpoint("orchestrator.del.after_delegate")
         self.log.info("DEL %s on %s done", attachment.name, attachment.ifname)
 
     def _push_delete(self, undo: Undo, chain: Chain, record: Record, attachment: Attachment, netns: str) -> None:
@@ -199,18 +234,45 @@ class Orchestrator:
     def add(self, req: Request) -> Result:
         """The master's result in the runtime's version; on any failure, nothing stays attached."""
         self._require_conf()
+        # An ID no record can be named after fails here, before anything exists; its DELs find
+        # nothing to delete (_record_to_delete), so the sandbox is never stranded.
+        self._require_nameable(self.conf.name, req)
         self._wait_ready()
         selection = self.pods.select(req.cni_args) if self.pods is not None else None
         record = self._planned(req, selection.wanted if selection is not None else None)
+        with self.locked(req.container_id) as held:
+            self._sweep_temps(record.network_name, req)
+            try:
+                return self._add_locked(req, record, selection)
+            except BaseException:
+                if not self.store.networks_of_container(req.container_id):
+                    held.remove()  # rolled back completely: nothing of the container, no lock file
+                raise
+
+    def _add_locked(self, req: Request, record: Record, selection) -> Result:
         self._clear_leftovers(req, record)
+        failpoint("orchestrator.add.before_record_write")
         self.store.save(record)  # write-ahead: a crash from here on still leaves DEL a record
         chain = self._chain(record)
         undo = Undo()
         try:
+            failpoint("orchestrator.add.after_record_write")
             for attachment in record.attachments:
                 # Pushed before the ADD: a delegate whose ADD fails is DELed too, as libcni and Multus do.
                 self._push_delete(undo, chain, record, attachment, req.netns)
-                attachment.result = self._add_one(chain, record, attachment, req.netns)
+                failpoint("orchestrator.add.before_delegate")
+                try:
+                    attachment.result = self._add_one(chain, record, attachment, req.netns)
+                except CNIError as err:
+                    if err.code == DELEGATE_TIMEOUT:
+                        # A delegate that hung on ADD likely hangs on DEL: its rollback DEL gets a short
+                        # timeout, so the ADD costs about delegateTimeout, not twice it. If that DEL is
+                        # cut short too, the runtime's DEL (which follows a failed ADD) reaches it.
+                        undo.steps.pop()
+                        self._push_delete(undo, _shorter(chain, min(ROLLBACK_AFTER_TIMEOUT, chain.timeout / 10)), record, attachment,
+                                          req.netns)  # fmt: skip
+                    raise
+                failpoint("orchestrator.add.after_delegate")
             if any(a.default_route for a in record.attachments):
                 from . import default_route  # netlink and socket: only for pods that ask
 
@@ -223,9 +285,12 @@ class Orchestrator:
                 # A pod whose status cannot say what it got is rolled back: kubelet retries the
                 # ADD, and an operator never sees a running pod without its network-status.
                 self.reporter.network_status(selection.pod, record, req.netns)
+            failpoint("orchestrator.add.before_final_write")
             self.store.save(record)
+            failpoint("orchestrator.add.after_final_write")
         except Exception as exc:
             self.log.warning("ADD failed (%s); rolling back %d delegate(s)", exc, len(undo.steps))
+            failpoint("orchestrator.rollback.start")
             self._keep_what_holds(record, undo.unwind(exc), exc)
             raise
         if selection is not None and self.reporter is not None:
@@ -241,6 +306,7 @@ class Orchestrator:
         still reaches it through the current config.
         """
         holding = [f.tag for f in reversed(failures) if f.tag.result is not None]
+        failpoint("orchestrator.rollback.before_record_update")
         try:
             if holding:
                 record.attachments = holding
@@ -269,11 +335,22 @@ class Orchestrator:
             )
 
     def delete(self, req: Request) -> None:
+        with self.locked(req.container_id) as held:
+            self._delete_locked(req)
+            if not self.store.networks_of_container(req.container_id):
+                held.remove()  # nothing of this container is left: neither is its lock file
+
+    def _delete_locked(self, req: Request) -> None:
+        if self.store.nameable(self.conf.name, req.container_id, req.ifname):
+            self._sweep_temps(self.conf.name, req)
         record = self._record_to_delete(req)
         if record is None:
             return
+        self._sweep_temps(record.network_name, req)
+        failpoint("orchestrator.del.after_record_read")
         failures = self._teardown(record, record.attachments, req.netns)
         if not failures:
+            failpoint("orchestrator.del.before_record_remove")
             self.store.remove(record.network_name, record.container_id, record.ifname)
             return
         errors = [_as_error(f) for f in failures]
@@ -330,6 +407,10 @@ class Orchestrator:
 
     def check(self, req: Request) -> None:
         self._require_conf()
+        with self.locked(req.container_id):
+            self._check_locked(req)
+
+    def _check_locked(self, req: Request) -> None:
         try:
             record = self.store.load(self.conf.name, req.container_id, req.ifname)
         except CorruptRecord as exc:
@@ -355,36 +436,69 @@ class Orchestrator:
                 raise _context(err, attachment, "CHECK failed") from err
 
     def gc(self, valid: set[tuple[str, str]]) -> None:
-        """DEL the records of attachments not in `valid` (containerID, ifname), then GC each delegate."""
+        """DEL the records of attachments not in `valid` (containerID, ifname), then GC each delegate.
+
+        Nothing of an attachment the runtime lists as valid is ever released. Each delegate's own
+        valid list comes from the records, the only map from the runtime's (container, ifname) to
+        the delegates' (container, ifname) pairs; when a valid attachment has no readable record
+        (missing, truncated, refused), that map is lost for it, and a delegate GC could release its
+        addresses: delegate GC is then skipped altogether, and the log says for which attachments.
+        """
         self._require_conf()
         errors: list[CNIError] = []
         live: list[Record] = []
-        for record in self.store.all(self.conf.name):
+        readable = self.store.all(self.conf.name)
+        for record in readable:
             if (record.container_id, record.ifname) in valid:
                 live.append(record)
                 continue
-            self.log.info("GC: removing stale attachment %s/%s", record.container_id, record.ifname)
-            # The namespace recorded at ADD, as libcni GC does; delegates tolerate it being gone.
-            failed = self._teardown(record, record.attachments, record.netns)
-            if failed:
-                errors += [_as_error(f) for f in failed]
-                live.append(record)
-            else:
-                self.store.remove(record.network_name, record.container_id, record.ifname)
-        for delegate in self.conf.resolved:
-            net = delegate.network
-            still_valid = [
-                {"containerID": r.container_id, "ifname": a.ifname}
-                for r in live
-                for a in r.attachments
-                if a.name == net.name
-            ]
             try:
-                self.chain.gc(net, Invocation("GC"), still_valid)
-            except CNIError as err:
-                errors.append(CNIError(err.code, f'delegate "{net.name}" GC failed: {err.msg}', err.details))
+                with lock.held(self.store.directory, record.container_id, wait=0):
+                    self._gc_one(record, live, errors)
+            except lock.Busy:
+                # A request for it is in flight: what it holds is not for GC to judge now.
+                self.log.info("GC: attachment %s/%s is busy; left for the next GC", record.container_id, record.ifname)
+                live.append(record)
+        for path in self.store.stale_temps(STALE_TEMP_AGE):
+            self.log.warning("GC: removing a killed request's temporary record file %s", path)
+            unlink_quietly(path)
+        unmapped = sorted(valid - {(r.container_id, r.ifname) for r in readable})
+        if unmapped:
+            unreadable = self.store.on_disk(self.conf.name)
+            listed = ", ".join(f"{cid}/{ifname} ({'unreadable record' if (cid, ifname) in unreadable else 'no record'})"
+                               for cid, ifname in unmapped)  # fmt: skip
+            self.log.warning("GC: the runtime lists %d valid attachment(s) whose delegates are unknown: %s; "
+                             "skipping every delegate's GC so that nothing of theirs is released",
+                             len(unmapped), listed)  # fmt: skip
+        else:
+            for delegate in self.conf.resolved:
+                net = delegate.network
+                still_valid = [
+                    {"containerID": r.container_id, "ifname": a.ifname}
+                    for r in live
+                    for a in r.attachments
+                    if a.name == net.name
+                ]
+                try:
+                    self.chain.gc(net, Invocation("GC"), still_valid)
+                except CNIError as err:
+                    errors.append(CNIError(err.code, f'delegate "{net.name}" GC failed: {err.msg}', err.details))
         if errors:
             raise _summary(errors, f"GC finished with {len(errors)} error(s)")
+
+    def _gc_one(self, record: Record, live: list[Record], errors: list[CNIError]) -> None:
+        self.log.info("GC: removing stale attachment %s/%s", record.container_id, record.ifname)
+        # The namespace recorded at ADD, as libcni GC does; delegates tolerate it being gone.
+        failed = self._teardown(record, record.attachments, record.netns)
+        if failed:
+            errors += [_as_error(f) for f in failed]
+            live.append(record)
+        else:
+            self.store.remove(record.network_name, record.container_id, record.ifname)
+            # Under the container's lock, as DEL: a young temp file of this record is a killed
+            # writer's too (the age rule below is for attachments whose lock GC does not hold).
+            for path in self.store.remove_temps(record.network_name, record.container_id, record.ifname):
+                self.log.warning("GC: removed a killed request's temporary record file %s", path)
 
     def status(self) -> None:
         self._require_conf()

@@ -11,10 +11,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from multipy.cni.errors import IO_FAILURE, CNIError
-from multipy.files import write_atomic
+from multipy.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CNIError
+from multipy.failpoints import failpoint
+from multipy.files import MIB, NAME_MAX, TEMP_OVERHEAD, read_regular, stale_temps, unlink_quietly, write_atomic
 
 KIND = "multipyAttachmentV1"
+MAX_RECORD_BYTES = MIB  # a record is a few KiB; anything larger at a record's name is not one of ours
+# A record's name, and its temporary name during a write, must fit one path component.
+MAX_NAME_BYTES = NAME_MAX - TEMP_OVERHEAD
 
 
 @dataclass
@@ -77,15 +81,65 @@ class RecordStore:
         # unlike libcni's '-' it cannot make two attachments share a file.
         return next((p for p in parts if not p or p[0] == "." or any(ch in p for ch in "/:\0")), None)
 
+    @staticmethod
+    def _file_name(network_name: str, container_id: str, ifname: str) -> str:
+        return f"{network_name}:{container_id}:{ifname}"
+
+    def unnameable_error(self, network_name: str, container_id: str, ifname: str) -> CNIError | None:
+        """Why no record can be written for this attachment, as the error ADD reports (4: the runtime's
+        CNI_CONTAINERID or CNI_IFNAME is at fault, 7: the conf's network name); None when it can."""
+        culprits = (("network name", network_name, INVALID_NETWORK_CONFIG),
+                    ("CNI_CONTAINERID", container_id, INVALID_ENVIRONMENT),
+                    ("CNI_IFNAME", ifname, INVALID_ENVIRONMENT))  # fmt: skip
+        for what, value, code in culprits:
+            if self._unnameable(value) is not None:
+                return CNIError(code, f"invalid {what} {value!r}: no attachment record can be named after it "
+                                "(empty, a leading '.', or one of '/', ':', NUL)")  # fmt: skip
+        size = len(self._file_name(network_name, container_id, ifname).encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            what, value, code = max(culprits, key=lambda c: len(c[1].encode("utf-8", "surrogatepass")))
+            return CNIError(code, f"invalid {what} ({len(value.encode('utf-8', 'surrogatepass'))} bytes): the "
+                            f"attachment record's name would be {size} bytes, more than {MAX_NAME_BYTES}")
+        return None
+
     def nameable(self, network_name: str, container_id: str, ifname: str) -> bool:
         """Whether a record could ever have been written for this attachment (ADD writes it first)."""
-        return self._unnameable(network_name, container_id, ifname) is None
+        return self.unnameable_error(network_name, container_id, ifname) is None
 
     def path(self, network_name: str, container_id: str, ifname: str) -> str:
-        bad = self._unnameable(network_name, container_id, ifname)
-        if bad is not None:
-            raise CNIError(IO_FAILURE, f"cannot name an attachment record after {bad!r}")
-        return os.path.join(self.directory, f"{network_name}:{container_id}:{ifname}")
+        err = self.unnameable_error(network_name, container_id, ifname)
+        if err is not None:
+            raise err
+        return os.path.join(self.directory, self._file_name(network_name, container_id, ifname))
+
+    def remove_temps(self, network_name: str, container_id: str, ifname: str) -> list[str]:
+        """Remove the temporary files a killed writer of this attachment's record left behind.
+        Only under the attachment's lock (multipy.orchestrator.lock): then no writer is live."""
+        if not self.nameable(network_name, container_id, ifname):
+            return []
+        leftovers = stale_temps(self.directory, self._file_name(network_name, container_id, ifname))
+        for path in leftovers:
+            unlink_quietly(path)
+        return leftovers
+
+    def stale_temps(self, older_than: float) -> list[str]:
+        """Temporary record files of any attachment not touched for `older_than` seconds."""
+        return stale_temps(self.directory, older_than=older_than)
+
+    def on_disk(self, network_name: str) -> set[tuple[str, str]]:
+        """(containerID, ifname) of every record file of `network_name`, readable or not."""
+        prefix = f"{network_name}:"
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return set()
+        found = set()
+        for name in names:
+            if name.startswith(prefix):
+                container_id, sep, ifname = name[len(prefix):].partition(":")
+                if sep and ":" not in ifname:
+                    found.add((container_id, ifname))
+        return found
 
     def networks_of(self, container_id: str, ifname: str) -> list[str]:
         """The meta networks holding a record of (container_id, ifname): what a DEL whose conf
@@ -100,10 +154,20 @@ class RecordStore:
         networks = (n[: -len(suffix)] for n in names if n.endswith(suffix))
         return sorted(n for n in networks if self._unnameable(n) is None)
 
+    def networks_of_container(self, container_id: str) -> bool:
+        """Whether any record (any network, any ifname) of `container_id` is left."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return False
+        middle = f":{container_id}:"
+        return any(middle in name and not name.startswith(".") for name in names)
+
     def save(self, record: Record) -> None:
         final = self.path(record.network_name, record.container_id, record.ifname)
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            failpoint("record.save.before_write")
             # The temp file's leading dot: no network name starts with one, so all() skips it.
             write_atomic(final, json.dumps(record.to_json()).encode(), mode=0o600, tmp_prefix=".")
         except OSError as exc:
@@ -117,15 +181,14 @@ class RecordStore:
         """The record, None when there is none; CorruptRecord when it cannot be trusted."""
         path = self.path(network_name, container_id, ifname)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = read_regular(path, MAX_RECORD_BYTES)  # never a FIFO, a device or a symlink's target
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CorruptRecord(f"{path}: {exc.strerror}") from exc
         try:
             record = Record.from_json(json.loads(raw))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise CorruptRecord(f"{path}: {exc}") from exc
         if (record.network_name, record.container_id, record.ifname) != (network_name, container_id, ifname):
             raise CorruptRecord(f"{path}: holds the record of another attachment")
@@ -133,6 +196,7 @@ class RecordStore:
 
     def remove(self, network_name: str, container_id: str, ifname: str) -> None:
         path = self.path(network_name, container_id, ifname)
+        failpoint("record.remove.before_unlink")
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -152,9 +216,8 @@ class RecordStore:
             if not name.startswith(prefix):
                 continue
             try:
-                with open(os.path.join(self.directory, name), "rb") as f:
-                    record = Record.from_json(json.loads(f.read()))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                record = Record.from_json(json.loads(read_regular(os.path.join(self.directory, name), MAX_RECORD_BYTES)))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue
             if record.network_name == network_name:
                 records.append(record)

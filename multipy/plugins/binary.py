@@ -58,11 +58,81 @@ def _error_from_output(binary: str, stdout: bytes, stderr: bytes, returncode: in
         )
 
 
+# A delegate dies with multipy (PR_SET_PDEATHSIG): when the runtime kills multus-cni, a slow delegate
+# must not finish its ADD after the runtime's DEL. prctl in a preexec_fn is not safe in a threaded
+# process (a daemon), so the binary is started through util-linux's setpriv, which sets the signal
+# and execs it: the same process, no fork. Without setpriv, delegates run as before (see reliability.md).
+_SETPRIV_CANDIDATES = ("/usr/bin/setpriv", "/bin/setpriv")
+_SETPRIV_EXEC_FAILED = b"setpriv: failed to execute "
+_setpriv: list[str | None] = []
+# After the delegate exits, how long its pipes may stay open (a grandchild that escaped its process
+# group holding stdout): then what was read is its output. After the timeout kill, how long to wait
+# for the killed group to be reaped; the pipes are closed, never waited for.
+PIPE_GRACE = 1.0
+KILL_GRACE = 2.0
+
+
+def _pdeathsig_wrapper() -> list[str]:
+    if not _setpriv:
+        _setpriv.append(next((p for p in _SETPRIV_CANDIDATES if os.access(p, os.X_OK)), None))
+    return [_setpriv[0], "--pdeathsig", "KILL", "--"] if _setpriv[0] else []
+
+
+def _close_pipes(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_new_session): what it spawned too
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()  # in case it left its group
+    except OSError:
+        pass
+
+
+def _wait(proc: subprocess.Popen, stdin: bytes, deadline: float) -> tuple[bytes, bytes] | None:
+    """Its (stdout, stderr) once it exited and its pipes closed, or PIPE_GRACE after it exited; None
+    at `deadline` (absolute, time.monotonic()). Never waits past the deadline, whatever holds a pipe."""
+    send: bytes | None = stdin
+    step = 0.05  # the first wait returns as soon as a quick delegate is done
+    exited_at: float | None = None
+    while True:
+        now = time.monotonic()
+        limit = deadline
+        if exited_at is not None:
+            limit = min(limit, exited_at + PIPE_GRACE)
+        if now >= limit:
+            if exited_at is None:
+                return None
+            partial = getattr(proc, "_multipy_partial", (b"", b""))
+            _close_pipes(proc)
+            return partial
+        try:
+            out, err = proc.communicate(send, timeout=min(step, limit - now))
+            return out or b"", err or b""
+        except subprocess.TimeoutExpired as exc:
+            send = None  # the input was handed over (or is being): never sent twice
+            proc._multipy_partial = (exc.stdout or b"", exc.stderr or b"")  # type: ignore[attr-defined]
+            if exited_at is None and proc.poll() is not None:
+                exited_at = time.monotonic()
+            step = min(step * 2, 0.5)
+
+
 def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout
+    wrapper = _pdeathsig_wrapper()
     for attempt in range(_BUSY_RETRIES + 1):
         try:
             proc = subprocess.Popen(
-                [binary],
+                [*wrapper, binary],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -70,20 +140,33 @@ def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.C
                 # Its own group, so a timeout also stops what it spawned (iptables, ...).
                 start_new_session=True,
             )
-            break
         except OSError as exc:
             if exc.errno != errno.ETXTBSY or attempt == _BUSY_RETRIES:
                 raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {exc.strerror}") from exc
             time.sleep(1)
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise CNIError(
-            DELEGATE_TIMEOUT, f"plugin {os.path.basename(binary)} did not finish within {timeout:g}s"
-        ) from None
-    return subprocess.CompletedProcess([binary], proc.returncode, out, err)
+            continue
+        out_err = _wait(proc, stdin, deadline)
+        if out_err is None:
+            _kill_group(proc)
+            _close_pipes(proc)  # a grandchild that left the group may hold them open: never wait for EOF
+            try:
+                proc.wait(KILL_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+            raise CNIError(
+                DELEGATE_TIMEOUT, f"plugin {os.path.basename(binary)} did not finish within {timeout:g}s"
+            ) from None
+        out, err = out_err
+        if wrapper and proc.returncode != 0 and not out and err.startswith(_SETPRIV_EXEC_FAILED):
+            # The wrapper could not exec the binary: what Popen would have raised without it.
+            busy = b"Text file busy" in err
+            if busy and attempt < _BUSY_RETRIES:
+                time.sleep(1)
+                continue
+            reason = err.decode("utf-8", "replace").rpartition(": ")[2].strip()
+            raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {reason}")
+        return subprocess.CompletedProcess([binary], proc.returncode, out, err)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def run(binary: str, inv: Invocation, stdin: bytes, timeout: float, log: Log, base_env=None) -> bytes:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from multipy.cni.errors import (
     DELEGATE_BAD_OUTPUT,
     DELEGATE_NOT_FOUND,
     INCOMPATIBLE_VERSION,
     INVALID_NETWORK_CONFIG,
+    TRY_AGAIN_LATER,
     CNIError,
 )
 from multipy.cni.result import Result
@@ -33,6 +35,13 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 _METHODS = {"ADD": "add", "DEL": "delete", "CHECK": "check", "GC": "gc", "STATUS": "status"}
+
+
+class CallObserver(Protocol):
+    """Told of every plugin call the chain makes (a daemon's metrics): its type, command, how long
+    it took and its error (None when it succeeded). Must be quick and must not raise."""
+
+    def __call__(self, plugin_type: str, command: str, seconds: float, error: BaseException | None) -> None: ...
 
 
 def build_conf(
@@ -88,7 +97,13 @@ class Chain:
         base_env: dict | None = None,
         binary_types: frozenset[str] = frozenset(),
         runner: Exec | None = None,
+        deadline: float | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
+        # deadline: time.monotonic() by which the whole request must be done (a daemon's request
+        # timeout), shared by every plugin it runs; a binary gets min(timeout, what is left).
+        self.deadline = deadline
+        self.observer = observer
         self.log = log
         self.registry = registry
         self.services = services  # shared: only read, never filled in
@@ -105,7 +120,18 @@ class Chain:
         if wanted == self.binary_types:
             return self
         return Chain(self.registry, self.services, self.search_path, self.timeout, self.log, self.base_env,
-                     wanted, self.runner)  # fmt: skip
+                     wanted, self.runner, self.deadline, self.observer)  # fmt: skip
+
+    def time_left(self, command: str, what: str) -> float:
+        """Seconds a binary may run: delegateTimeout, or less when the request's deadline is nearer.
+
+        DEL is exempt: it is also an ADD's rollback, and an undo cut short leaks what it was to free."""
+        if self.deadline is None or command == "DEL":
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise CNIError(TRY_AGAIN_LATER, f"the request's deadline passed before {what} could run")
+        return min(self.timeout, left)
 
     def call(self, conf: dict, inv: Invocation) -> Result | None:
         """One plugin of a network (`conf` as build_conf made it), one command; ADD returns its Result."""
@@ -134,13 +160,26 @@ class Chain:
         return self._call_native(factory, plugin_type, conf.get("cniVersion", "0.1.0"), conf, inv)
 
     def _run(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
+        if self.observer is None:
+            return self._run_one(group, plugin_type, conf, inv)
+        started = time.monotonic()
+        error: BaseException | None = None
+        try:
+            return self._run_one(group, plugin_type, conf, inv)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.observer(plugin_type, inv.command, time.monotonic() - started, error)
+
+    def _run_one(self, group: str, plugin_type: str, conf: dict, inv: Invocation) -> Result | None:
         version = conf.get("cniVersion", "0.1.0")
         factory = None if plugin_type in self.binary_types else self.registry.find(group, plugin_type)
         if factory is not None:
             return self._call_native(factory, plugin_type, version, conf, inv)
         path = self.runner.find(plugin_type, self.search_path)
         inv = replace(inv, path=self.search_path)
-        out = self.runner.run(path, inv, json.dumps(conf).encode(), self.timeout)
+        out = self.runner.run(path, inv, json.dumps(conf).encode(), self.time_left(inv.command, f"plugin {plugin_type}"))
         if inv.command != "ADD":
             return None
         try:
@@ -153,6 +192,7 @@ class Chain:
         return Result.from_json(doc).convert(version)
 
     def _call_native(self, factory, plugin_type: str, version: str, conf: dict, inv: Invocation) -> Result | None:
+        self.time_left(inv.command, f"plugin {plugin_type}")  # a native call cannot be cut short: never start one late
         plugin = factory(self.plugin_services)
         if version not in plugin.supported_versions:
             raise CNIError(INCOMPATIBLE_VERSION, f"plugin {plugin_type} does not support config version {version!r}")

@@ -54,3 +54,49 @@ class StatusProbe(Protocol):
 
 
 StatusChecks = Callable[[dict, StatusProbe], Iterable[Check]]
+
+
+# -- multipy doctor ---------------------------------------------------------------------------------
+#
+# A `doctor_checks(conf, probe)` attribute of a plugin's factory (a staticmethod, as status_checks)
+# lets `multipy doctor` find what that plugin holds on the node for attachments no record owns: a
+# host-local lease, a kube-ipam owner in etcd. It is called once per plugin conf of the multus conf
+# (its `ipam` handed over as a runtime would), returns Findings, never raises, and removes a finding
+# only when `probe.fix` is set and `probe.removable(container_id)` says so.
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One leftover `multipy doctor` found: what kind, which thing, why it looks stale, and whether it
+    was removed (--fix) or could be."""
+
+    kind: str  # record-without-netns, unreadable-record, temp-file, orphan-link, lease-without-record, ...
+    subject: str  # a path, "<netns>: <link>", "<network> <ip>", an etcd key
+    detail: str
+    fixable: bool = False  # provably stale: --fix removes it
+    fixed: bool = False
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "detail": self.detail, "fixable": self.fixable,
+                "fixed": self.fixed}  # fmt: skip
+
+
+class DoctorProbe(Protocol):
+    """What `multipy doctor` hands a plugin's doctor_checks."""
+
+    fix: bool  # remove what is provably stale
+    timeout: float
+    etcd: EtcdFactory
+    kube: KubeFactory
+
+    def owned(self, container_id: str, ifname: str) -> bool:
+        """A record (readable or not) may own this attachment: leave it alone."""
+        ...
+
+    def removable(self, container_id: str) -> bool:
+        """No record of this container exists at all (any network, ifname, readable or not), and no
+        request for it is in flight: what it holds is provably stale."""
+        ...
+
+
+DoctorChecks = Callable[[dict, DoctorProbe], Iterable[Finding]]

@@ -527,7 +527,7 @@ def test_check_of_routes_mode_and_master(ours, go):
 
 
 def _temporary_links(side: Side) -> list[str]:
-    return [name for name in side.pod_links() if name.startswith("veth")]
+    return [name for name in side.pod_links() if name.startswith(("veth", "mvtmp"))]  # Go's, ours
 
 
 def test_exhausted_ipam_leaves_no_link(ours, go):
@@ -653,3 +653,29 @@ def test_seed_topology_with_the_native_macvlan(seed_conf, netns, cni_runtime, tm
         "$.delegates[1].mode: 'fast' is not one of ['bridge', 'private', 'vepa', 'passthru']"
     )
     assert sorted(kernel.links(pod)) == ["lo"]
+
+
+def test_del_and_add_remove_a_macvlan_a_killed_add_left_under_its_temporary_name(ours):
+    """Issue 13 defect 6: an ADD SIGKILLed between create and rename leaves the macvlan under its temporary
+    name. The name derives from (container ID, ifname), so DEL (and a retried ADD) know it is theirs."""
+    from delegates.macvlan.link import temporary_name
+
+    def plant() -> str:
+        temporary = temporary_name("c1", "net1")
+        _ip("-n", ours.host, "link", "add", "link", "uplink0", "name", temporary, "netns", ours.pod,
+            "type", "macvlan", "mode", "bridge")  # fmt: skip
+        assert temporary in ours.pod_links()
+        return temporary
+
+    plant()
+    assert ours("DEL", _conf()).ok
+    assert ours.pod_links() == ["lo"]
+    plant()
+    assert ours("ADD", _conf()).ok
+    assert ours.pod_links() == ["lo", "net1"]
+    assert ours("DEL", _conf()).ok
+    assert ours.pod_links() == ["lo"] and ours.reservations() == []
+    other = temporary_name("c2", "net1")  # another attachment's: never touched
+    _ip("-n", ours.host, "link", "add", "link", "uplink0", "name", other, "netns", ours.pod, "type", "macvlan")
+    assert ours("DEL", _conf()).ok
+    assert other in ours.pod_links()

@@ -55,7 +55,7 @@ def test_help_lists_installed_and_declared_commands(commands):
     result = invoke("--help")
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed == ["hello", "install", "ipam", "status", "validate", "versions"]
+    assert listed == ["daemon", "doctor", "hello", "install", "ipam", "status", "validate", "versions"]
     assert "kube-ipam's reservations" in result.stdout  # kube-ipam's group, as its entry point names it
 
 

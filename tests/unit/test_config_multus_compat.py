@@ -20,7 +20,6 @@ IGNORED = "accepted for Go Multus compatibility and ignored"
 WARNINGS = [
     f"$.ipam: {IGNORED}",
     f"$.dns: {IGNORED}",
-    f"$.daemonSocketDir: {IGNORED}",
     "$.delegates: ignored: 'clusterNetwork' is set, and wins as in Go Multus",
 ]
 CLUSTER_NETWORK = {

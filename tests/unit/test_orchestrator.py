@@ -127,7 +127,9 @@ class Env:
         return Orchestrator(conf, chain, self.store, self.log, **kw)
 
     def records(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.cni_dir) if not n.startswith(".")) if os.path.isdir(self.cni_dir) else []
+        # internal/: the validated-conf stamps and the containers' locks (orchestrator/lock.py)
+        return sorted(n for n in os.listdir(self.cni_dir) if not n.startswith(".") and n != "internal") \
+            if os.path.isdir(self.cni_dir) else []
 
     def record(self, ifname: str = "eth0", cid: str = CID) -> Record | None:
         return self.store.load("meta", cid, ifname)
