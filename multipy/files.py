@@ -174,3 +174,23 @@ def stale_temps(directory: str, name: str = "", tmp_prefix: str = ".", older_tha
                 continue
         found.append(path)
     return sorted(found)
+
+
+def flock_until(fd: int, deadline: float, max_pause: float = 0.05) -> bool:
+    """Take an exclusive flock on `fd`, polling until `deadline` (time.monotonic()); False if it stayed
+    taken. Polled rather than blocking, so a stuck holder becomes a retryable error, never a hung
+    request. Any other OSError is raised."""
+    import fcntl
+    import time
+
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, max_pause)

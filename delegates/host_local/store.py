@@ -22,7 +22,6 @@ leftover; reading the store sweeps them.
 from __future__ import annotations
 
 import errno
-import fcntl
 import ipaddress
 import os
 import socket
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 
 from multipy.cni.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 from multipy.failpoints import failpoint
-from multipy.files import create, read_regular, unlink_quietly, write_atomic, write_temp
+from multipy.files import create, flock_until, read_regular, unlink_quietly, write_atomic, write_temp
 from multipy.ipam.ranges import IPAddress
 
 LINE_BREAK = "\r\n"
@@ -119,26 +118,17 @@ class DiskStore:
             os.close(fd)  # closing drops the flock
 
     def _acquire(self, fd: int, lock_path: str) -> None:
-        # Polled rather than blocking, so that a stuck holder (Go waits forever) becomes a
-        # retryable error instead of a hung ADD.
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.0005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise _io_error("lock", lock_path, exc) from None
-            if time.monotonic() >= deadline:
-                raise CNIError(
-                    TRY_AGAIN_LATER,
-                    f"host-local store: {lock_path} stayed locked for {self.lock_timeout:g}s: "
-                    "another host-local is stuck holding it",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        # Bounded, where Go waits forever: a stuck holder becomes a retryable error, not a hung ADD.
+        try:
+            taken = flock_until(fd, time.monotonic() + self.lock_timeout, max_pause=0.01)
+        except OSError as exc:
+            raise _io_error("lock", lock_path, exc) from None
+        if not taken:
+            raise CNIError(
+                TRY_AGAIN_LATER,
+                f"host-local store: {lock_path} stayed locked for {self.lock_timeout:g}s: "
+                "another host-local is stuck holding it",
+            )
 
     def holdings(self) -> dict[IPAddress, Owner | None]:
         """Every reserved address and its owner (None: the file cannot be read, the address stays taken)."""

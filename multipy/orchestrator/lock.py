@@ -20,7 +20,6 @@ never hold two different files of one container.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -29,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from multipy.cni.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
+from multipy.files import flock_until
 
 LOCK_DIR = "internal/locks"  # beside the validated-conf stamps; never a record name (no ":")
 WAIT = 60.0  # seconds a request waits for another request of the same container
@@ -83,7 +83,6 @@ def held(cni_dir: str, container_id: str, wait: float = WAIT, deadline: float | 
     until = time.monotonic() + wait
     if deadline is not None:
         until = min(until, deadline)
-    delay = 0.001
     while True:
         try:
             fd = _open(path)
@@ -91,19 +90,11 @@ def held(cni_dir: str, container_id: str, wait: float = WAIT, deadline: float | 
             raise CNIError(IO_FAILURE, f"cannot open the lock of container {container_id}: {path}: "
                            f"{exc.strerror}") from None  # fmt: skip
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    pass
-                if time.monotonic() >= until:
-                    if wait <= 0:
-                        raise Busy(container_id)
-                    raise CNIError(TRY_AGAIN_LATER, f"another request for container {container_id} is still "
-                                   f"running (its lock {path} stayed taken for {wait:g}s)")  # fmt: skip
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            if not flock_until(fd, until):
+                if wait <= 0:
+                    raise Busy(container_id)
+                raise CNIError(TRY_AGAIN_LATER, f"another request for container {container_id} is still "
+                               f"running (its lock {path} stayed taken for {wait:g}s)")  # fmt: skip
         except BaseException:
             os.close(fd)
             raise
