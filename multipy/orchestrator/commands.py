@@ -459,6 +459,7 @@ class Orchestrator:
                 # A request for it is in flight: what it holds is not for GC to judge now.
                 self.log.info("GC: attachment %s/%s is busy; left for the next GC", record.container_id, record.ifname)
                 live.append(record)
+        self._gc_temps()
         for path in self.store.stale_temps(STALE_TEMP_AGE):
             self.log.warning("GC: removing a killed request's temporary record file %s", path)
             unlink_quietly(path)
@@ -485,6 +486,21 @@ class Orchestrator:
                     errors.append(CNIError(err.code, f'delegate "{net.name}" GC failed: {err.msg}', err.details))
         if errors:
             raise _summary(errors, f"GC finished with {len(errors)} error(s)")
+
+    def _gc_temps(self) -> None:
+        """Temp files of this network whose container lock is free have no live writer: a killed
+        request's, however young (one killed before its first record was renamed has no record for
+        GC to find). A busy container's are left to its request."""
+        for container_id, paths in self.store.temps_by_container(self.conf.name).items():
+            try:
+                with lock.held(self.store.directory, container_id, wait=0) as held:
+                    for path in paths:
+                        self.log.warning("GC: removing a killed request's temporary record file %s", path)
+                        unlink_quietly(path)
+                    if not self.store.networks_of_container(container_id):
+                        held.remove()
+            except lock.Busy:
+                continue
 
     def _gc_one(self, record: Record, live: list[Record], errors: list[CNIError]) -> None:
         self.log.info("GC: removing stale attachment %s/%s", record.container_id, record.ifname)

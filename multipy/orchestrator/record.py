@@ -122,6 +122,20 @@ class RecordStore:
             unlink_quietly(path)
         return leftovers
 
+    def temps_by_container(self, network_name: str) -> dict[str, list[str]]:
+        """Temporary record files of `network_name`, young or old, by the container ID in their name
+        (`.<network>:<containerID>:<ifname>.<pid>-<random>.tmp`): GC removes those whose container's
+        lock it can take, since every writer holds that lock."""
+        found: dict[str, list[str]] = {}
+        for path in stale_temps(self.directory):
+            entry = os.path.basename(path)[1:]  # the leading dot
+            base = entry[: entry.rindex(".", 0, entry.rindex("."))]  # without ".<pid>-<random>.tmp"
+            network, _, rest = base.partition(":")
+            container_id = rest.partition(":")[0]
+            if network == network_name and container_id:
+                found.setdefault(container_id, []).append(path)
+        return found
+
     def stale_temps(self, older_than: float) -> list[str]:
         """Temporary record files of any attachment not touched for `older_than` seconds."""
         return stale_temps(self.directory, older_than=older_than)

@@ -210,7 +210,8 @@ def test_gc_removes_old_temp_files_and_keeps_young_ones(env):
     orch = added(env)
     old = _plant_temp(env, "meta:gone:eth0", age=3600)
     young = _plant_temp(env, "meta:busy:eth0")
-    orch.gc({(CID, "eth0")})
+    with lock.held(env.cni_dir, "busy"):  # its writer is live: it holds the container's lock
+        orch.gc({(CID, "eth0")})
     assert not os.path.exists(old)
     assert os.path.exists(young)
 
@@ -223,6 +224,19 @@ def test_gc_of_a_stale_attachment_removes_its_young_temp_files_too(env):
     orch.gc(set())
     assert not os.path.exists(young)
     assert env.records() == []
+
+
+def test_gc_removes_the_young_temp_file_of_an_add_killed_before_its_first_record(env):
+    """Found by the SIGKILL suite in CI: a kill before the write-ahead record's rename leaves a temp
+    file and no record; the runtime's GC (instead of its DEL) must still remove it: its container's
+    lock is free, so no writer is live. A busy container's temp file stays."""
+    orch = env.orchestrator()
+    killed = _plant_temp(env, "meta:killed:eth0")
+    busy = _plant_temp(env, "meta:busy:eth0")
+    with lock.held(env.cni_dir, "busy"):
+        orch.gc(set())
+    assert not os.path.exists(killed)
+    assert os.path.exists(busy)
 
 
 # ---- 7: IDs no record can be named after -----------------------------------------------------------------
