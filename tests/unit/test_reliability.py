@@ -5,6 +5,7 @@ container's requests serialized by its lock (8). Hermetic: FakeDelegates, no roo
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import subprocess
@@ -282,29 +283,10 @@ def test_entry_refuses_an_unnameable_add_with_4_and_accepts_its_del(tmp_path):
         for command in ("ADD", "DEL", "DEL"):
             environ = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname,
                        "CNI_NETNS": "/run/netns/none", "CNI_PATH": str(tmp_path / "bin")}
-            out = _Out()
-            code = skel.run(entry.build, environ=environ, stdin=_In(json.dumps(conf).encode()), stdout=out)
-            outcomes.append((code, json.loads(out.text).get("code") if out.text else None))
+            out = io.StringIO()
+            code = skel.run(entry.build, environ=environ, stdin=io.BytesIO(json.dumps(conf).encode()), stdout=out)
+            outcomes.append((code, json.loads(out.getvalue()).get("code") if out.getvalue() else None))
         assert outcomes == [(1, INVALID_ENVIRONMENT), (0, None), (0, None)], (cid[:10], ifname)
-
-
-class _In:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self) -> bytes:
-        return self.data
-
-
-class _Out:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
 
 
 # ---- 8: one container, one request at a time -------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -16,32 +17,13 @@ from multipy.log import Log, Rotation, Settings
 from multipy.redact import REDACTED, redact
 
 
-class _In:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def read(self) -> bytes:
-        return self.data
-
-
-class _Out:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def flush(self) -> None:
-        pass
-
-
 def _run(tmp_path, conf=None, raw: bytes | None = None, command: str = "ADD", make=entry.build):
     environ = {"CNI_COMMAND": command, "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
                "CNI_NETNS": "/run/netns/none", "CNI_PATH": str(tmp_path)}  # fmt: skip
-    out = _Out()
+    out = io.StringIO()
     data = raw if raw is not None else json.dumps(conf).encode()
-    code = skel.run(make, environ=environ, stdin=_In(data), stdout=out)
-    return code, (json.loads(out.text) if out.text else {})
+    code = skel.run(make, environ=environ, stdin=io.BytesIO(data), stdout=out)
+    return code, (json.loads(out.getvalue()) if out.getvalue() else {})
 
 
 def _conf(tmp_path, **keys) -> dict:
