@@ -3,9 +3,9 @@
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl strace containerd runc podman gcc libc6-dev
+DEB_PACKAGES := containernetworking-plugins iptables iproute2 iputils-ping etcd-server etcd-client openssl strace containerd runc podman gcc libc6-dev mmdebstrap buildah
 
-.PHONY: demo test lint bench deps venv clean soak
+.PHONY: demo test lint bench deps venv clean soak image image-context
 
 demo: deps venv
 	$(PY) demo/seed.py
@@ -19,6 +19,21 @@ test: deps venv lint
 soak: deps venv
 	MULTIPY_SOAK=1 MULTIPY_FUZZ_CASES=$${MULTIPY_FUZZ_CASES:-5000} $(PY) -m pytest -p no:cacheprovider tests/faults \
 		tests/integration/test_fuzz_executable.py tests/unit/test_fuzz_inputs.py
+
+# The image conf/daemonset.yaml runs, built here with no registry (conf/image/build-image.sh runs
+# conf/image/Containerfile with buildah on a Debian bookworm build root from mmdebstrap), committed as
+# localhost/multipy:<version> to the host's containers storage (/var/lib/containers/storage: `podman
+# images`), or to IMAGE_STORAGE=DIR (DIR/root, DIR/runroot) when given; IMAGE_ARCHIVE=FILE also writes
+# it as an OCI archive for a cluster (`ctr -n k8s.io images import FILE` on a node, or a registry).
+IMAGE_STORAGE ?=
+IMAGE_ARCHIVE ?=
+image: deps venv
+	PYTHON=$(abspath $(PY)) conf/image/build-image.sh $(if $(IMAGE_STORAGE),--storage $(IMAGE_STORAGE)) \
+		$(if $(IMAGE_ARCHIVE),--archive $(IMAGE_ARCHIVE))
+
+# The same build's context for `docker build` (see conf/image/Containerfile): build/image/context.
+image-context: venv
+	PYTHON=$(abspath $(PY)) conf/image/build-image.sh --context-only --work build/image
 
 lint: venv
 	$(VENV)/bin/ruff check multipy delegates tests bench demo examples
@@ -36,7 +51,8 @@ bench: deps venv
 # Debian packages: the Go reference plugins (our oracle and external delegates), iptables, ip, ping,
 # etcd (kube-ipam's store, started by the test fixtures and the demo; never as a service) and openssl (test certs).
 # containerd, runc and podman: the real-runtime tests and bench/runtime.py start their own, in temp dirs (never as a
-# service); gcc and libc6-dev build the test kit's static pause binary (multipy/testing/cri/pause.c). podman's sample
+# service); gcc and libc6-dev build the test kit's static pause binary (multipy/testing/cri/pause.c); mmdebstrap and
+# buildah build the image (make image, tests/image) and the Debian roots its test installs into. podman's sample
 # /etc/cni/net.d conflist is not installed (no package's /etc/cni is): the host's CNI conf dir stays as it was.
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

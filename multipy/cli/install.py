@@ -1,18 +1,6 @@
 """`multipy install`: what a DaemonSet runs on each node (its init container once, its main
-container with --every).
-
-It puts on the node, in this order, each only when it changed:
-1. the Python runtime (--runtime), under its content digest (install_runtime.py);
-2. each --file, then the kubeconfig made from the pod's service account (kubeconfig.py);
-3. the CNI executables `multus-cni` and `multipy`: launchers running that runtime's interpreter;
-   with --thick, then `multus-shim` (multipy/shim.py behind a `#!<interpreter> -IS` line), which
-   hands requests to `multipy daemon` and falls back to the `multus-cni` next to it;
-4. last, the conf: once it is there the runtime uses multipy, so everything it needs must
-   already be in place.
-Every file is written atomically (install_files.py); nothing is deleted, except old runtime trees
-with --prune-runtimes. Paths on the node are given as the node sees them and written under
---host-root (the DaemonSet mounts the node's directories under /host): the launchers and the
-kubeconfig name node paths, never the pod's.
+container with --every). The options, checked across each other, and the --every loop; what one
+pass writes, checks and in which order is installer.py's.
 """
 
 from __future__ import annotations
@@ -22,150 +10,17 @@ import os
 import posixpath
 import signal
 import sys
-from dataclasses import dataclass
 
 import click
 
-from multipy.config import multus
+from multipy.config import auto, confdir
 
-from . import install_runtime, kubeconfig
+from . import kubeconfig
 from .commands import cli
-from .install_files import launcher, place, shim_launcher
+from .installer import SHIM, Failure, Installer, Settings
 from .output import output_option
 
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_WRITE = 3
-
-EXECUTABLES = (("multus-cni", "multipy.entry"), ("multipy", "multipy.cli.main"))
-SHIM = "multus-shim"  # thick mode's executable, and the conf's "type" that makes the runtime run it
-EXECUTABLE_MODE, PRIVATE_MODE = 0o755, 0o600
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-class Failure(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Settings:
-    source: str
-    conf_dir: str
-    bin_dir: str
-    name: str
-    copies: tuple[tuple[str, str], ...]
-    python: str | None
-    host_root: str
-    runtime: str | None
-    runtime_dir: str
-    prune: bool
-    kubeconfig: str | None
-    serviceaccount_dir: str
-    api_server: str | None
-    thick: bool = False
-
-
-class Installer:
-    """One node's install; `run` is one pass, and may be called again (--every)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.s = settings
-        # The runtime tree is in the image, which does not change under a running container:
-        # hashed once per process, not once per pass.
-        self._runtime: tuple[str, str] | None = None  # (digest, interpreter inside the tree)
-
-    def node(self, path: str) -> str:
-        """Where the node's `path` is seen from here."""
-        return os.path.join(self.s.host_root, path.lstrip("/"))
-
-    def run(self, report) -> None:
-        """One pass; `report(entry)` for each thing done. Failure when something stops it."""
-        s = self.s
-        raw = _read(s.source, "--conf")
-        problems = _check_conf(s.source, raw) or _check_mode(s.source, raw, s.thick)
-        if problems:
-            for problem in problems:
-                click.echo(problem, err=True)
-            raise Failure(EXIT_INVALID, f"{s.source} is invalid ({len(problems)} problem(s)); nothing written")
-        plan = [(dest, _read(src, "--file"), PRIVATE_MODE) for src, dest in s.copies]
-        if s.kubeconfig:
-            try:
-                account = kubeconfig.read_service_account(s.serviceaccount_dir)
-            except kubeconfig.KubeconfigError as error:
-                raise Failure(EXIT_USAGE, str(error)) from None
-            ca = kubeconfig.ca_path(s.kubeconfig)
-            plan.append((ca, account.ca, PRIVATE_MODE))
-            plan.append((s.kubeconfig, kubeconfig.render(s.api_server, ca, account), PRIVATE_MODE))
-        python = self._install_runtime(report) if s.runtime else s.python
-        plan += [(posixpath.join(s.bin_dir, exe), launcher(exe, module, python), EXECUTABLE_MODE)
-                 for exe, module in EXECUTABLES]  # fmt: skip
-        if s.thick:  # after multus-cni: the shim's fallback must find it there from the first call on
-            plan.append((posixpath.join(s.bin_dir, SHIM), shim_launcher(python), EXECUTABLE_MODE))
-        plan.append((posixpath.join(s.conf_dir, s.name), raw, PRIVATE_MODE))
-        for path, data, mode in plan:
-            try:
-                action = place(self.node(path), data, mode)
-            except OSError as error:
-                raise Failure(EXIT_WRITE, f"cannot write {path}: {error.strerror}") from None
-            report({"path": path, "action": action, "mode": f"{mode:04o}"})
-        if s.prune:
-            self._prune(report)
-
-    def _install_runtime(self, report) -> str:
-        s = self.s
-        try:
-            if self._runtime is None:
-                self._runtime = (install_runtime.digest(s.runtime), install_runtime.interpreter(s.runtime, s.python))
-            digest, python = self._runtime
-            path = posixpath.join(s.runtime_dir, digest)
-            action = install_runtime.install(s.runtime, self.node(s.runtime_dir), digest)
-        except install_runtime.SourceError as error:
-            raise Failure(EXIT_USAGE, str(error)) from None
-        except OSError as error:
-            raise Failure(EXIT_WRITE, f"cannot write {s.runtime_dir}: {error.strerror}") from None
-        report({"path": path, "action": action, "kind": "runtime", "digest": digest})
-        return posixpath.join(path, python)
-
-    def _prune(self, report) -> None:
-        s = self.s
-        try:
-            keep = install_runtime.referenced(self.node(s.bin_dir), s.runtime_dir)
-            if self._runtime:
-                keep.add(self._runtime[0])
-            removed = install_runtime.prune(self.node(s.runtime_dir), keep)
-        except OSError as error:
-            raise Failure(EXIT_WRITE, f"cannot prune {s.runtime_dir}: {error.strerror} ({error.filename})") from None
-        for digest in removed:
-            report({"path": posixpath.join(s.runtime_dir, digest), "action": "removed", "kind": "runtime",
-                    "digest": digest})  # fmt: skip
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as error:
-        raise Failure(EXIT_USAGE, f"{what} {path}: cannot read: {error.strerror}") from None
-
-
-def _check_mode(path: str, raw: bytes, thick: bool) -> list[str]:
-    """The conf's "type" is the executable the runtime runs: it must be the one this install puts there."""
-    kind = json.loads(raw).get("type")
-    if thick and kind != SHIM:
-        return [f'{path}: $.type: {kind!r}: with --thick the runtime must run the shim: "type": "{SHIM}"']
-    if not thick and kind == SHIM:
-        return [f'{path}: $.type: "{SHIM}" is thick mode: install with --thick (the runtime would find no {SHIM})']
-    return []
-
-
-def _check_conf(path: str, raw: bytes) -> list[str]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as error:
-        return [f"{path}: $: not valid JSON: {error}"]
-    return [f"{path}: {problem}" for problem in multus.problems(doc)]
 
 
 # ---- options --------------------------------------------------------------------------------
@@ -197,7 +52,9 @@ def _copies(ctx, param, values) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _conf_name(ctx, param, value: str) -> str:
+def _conf_name(ctx, param, value: str | None) -> str | None:
+    if value is None:
+        return None  # the default depends on --auto: see _settings
     if "/" in value or value.startswith(".") or not value.endswith((".conf", ".json")):
         raise click.BadParameter(
             f"{value!r} is not a conf file name (NAME.conf or NAME.json, no '/', no leading "
@@ -206,9 +63,37 @@ def _conf_name(ctx, param, value: str) -> str:
     return value
 
 
+def _auto_options(ctx, param, values) -> tuple[tuple[str, object], ...]:
+    given: dict[str, object] = {}
+    for value in values:
+        try:
+            key, parsed = auto.parse_option(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+        if key in given:
+            raise click.BadParameter(f"{key} is given twice")
+        given[key] = parsed
+    return tuple(given.items())
+
+
+def _primary_name(ctx, param, value: str | None) -> str | None:
+    if value is not None and ("/" in value or not value.endswith(confdir.EXTENSIONS)):
+        raise click.BadParameter(f"{value!r} is not a conf file name in --conf-dir "
+                                 f"({', '.join(confdir.EXTENSIONS)}, no '/')")  # fmt: skip
+    return value
+
+
 def _settings(**options) -> Settings:
     """Settings from the options, checked across options (exit 2 with the option named)."""
     ctx = click.get_current_context()
+    if options["source"] is None and not options["auto"]:
+        raise click.UsageError("Missing option '--conf' (or --auto: make the conf from the node's primary conf)", ctx)
+    if options["source"] is not None and options["auto"]:
+        raise click.BadParameter("--conf and --auto exclude each other", ctx, param_hint="'--auto'")
+    for name, hint in (("auto_options", "'--auto-option'"), ("primary", "'--primary'")):
+        if options[name] and not options["auto"]:
+            raise click.BadParameter("only used with --auto", ctx, param_hint=hint)
+    name = options["name"] or (auto.DEFAULT_FILE_NAME if options["auto"] else "10-multus.conf")
     host_root, runtime, python = options["host_root"], options["runtime"], options["python"]
     if runtime is None:
         if python is None:
@@ -238,19 +123,43 @@ def _settings(**options) -> Settings:
             raise click.UsageError(str(error), ctx) from None
     elif options["api_server"] is not None:
         raise click.BadParameter("only used with --kubeconfig", ctx, param_hint="'--api-server'")
-    return Settings(options["source"], options["conf_dir"], options["bin_dir"], options["name"],
+    return Settings(options["source"], options["conf_dir"], options["bin_dir"], name,
                     options["copies"], python, host_root, runtime, options["runtime_dir"],
                     options["prune_runtimes"], kube, options["serviceaccount_dir"], api,
-                    options["thick"])  # fmt: skip
+                    options["thick"], auto=options["auto"], auto_options=options["auto_options"],
+                    primary=options["primary"], verify=not options["no_verify"])  # fmt: skip
 
 
 @cli.command()
 @click.option(
     "--conf",
     "source",
-    required=True,
     type=click.Path(dir_okay=False),
-    help="The multus conf to install; it must pass `multipy validate`.",
+    help="The multus conf to install; it must pass `multipy validate`. Or --auto.",
+)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="Make the conf from the node's primary CNI conf instead (Multus's --multus-conf-file=auto): the first "
+    "conf of --conf-dir in libcni's order (by name; .conf, .conflist, .json) that is not multipy's or Multus's "
+    "own, embedded as the master delegate, with its cniVersion and its plugins' capabilities, and "
+    "\"kubeconfig\" naming --kubeconfig. Made again on every pass of --every; written only when it changed.",
+)
+@click.option(
+    "--auto-option",
+    "auto_options",
+    multiple=True,
+    callback=_auto_options,
+    metavar="KEY=VALUE",
+    help="With --auto: a top-level key of the made conf; VALUE is JSON when it parses as JSON, else text "
+    "(logLevel=verbose, namespaceIsolation=true, readinessindicatorfile=/run/flannel/subnet.env, "
+    "cniVersion=1.0.0, ...). Repeatable.",
+)
+@click.option(
+    "--primary",
+    callback=_primary_name,
+    metavar="NAME",
+    help="With --auto: the primary conf's file name in --conf-dir, instead of the first one.",
 )
 @click.option(
     "--conf-dir",
@@ -268,10 +177,9 @@ def _settings(**options) -> Settings:
 )
 @click.option(
     "--name",
-    default="10-multus.conf",
-    show_default=True,
     callback=_conf_name,
-    help="The conf's file name in --conf-dir.",
+    help="The conf's file name in --conf-dir (the runtime reads the first conf by name).  "
+    f"[default: 10-multus.conf; {auto.DEFAULT_FILE_NAME} with --auto]",
 )
 @click.option(
     "--file",
@@ -293,7 +201,8 @@ def _settings(**options) -> Settings:
     type=click.Path(exists=True, file_okay=False),
     metavar="SRC",
     help="A self-contained Python tree with multipy installed, copied to the node under "
-    "--runtime-dir as DIGEST/; the executables run its interpreter.",
+    "--runtime-dir as DIGEST/; the executables run its interpreter. Refused, each named, when it has "
+    "symlinks or libraries (other than glibc's) outside itself.",
 )
 @click.option(
     "--runtime-dir",
@@ -346,6 +255,14 @@ def _settings(**options) -> Settings:
     help=f"Thick mode: also install {SHIM}, which hands each request to `multipy daemon` (the conf's "
     f'"type" must be "{SHIM}"). See docs/thick-mode.md.',
 )
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="UNSAFE: switch the node without first running the new executables there (chrooted into "
+    "--host-root: multus-cni answering VERSION, every plugin loading, the runtime's libraries loading "
+    "with the node's glibc). A node whose multus-cni cannot start has no pod networking. The --runtime "
+    "tree is still refused when it has links or libraries outside itself.",
+)
 @output_option
 def install(output, every, **options) -> None:
     """Install multipy on a node: the runtime, the CNI executables, the kubeconfig and the conf.
@@ -356,10 +273,24 @@ def install(output, every, **options) -> None:
     BIN_DIR/multipy (0755), with --thick BIN_DIR/multus-shim (0755) and, last, CONF_DIR/NAME (0600).
     Nothing is deleted, except with --prune-runtimes.
 
+    With --auto the conf is made from the node's primary CNI conf (see --auto), named
+    00-multus.conf unless --name says otherwise.
+
     \b
     Exit codes: 0 installed (or all unchanged; with --every, stopped by SIGTERM); 1 the conf
-    is invalid, nothing written; 2 bad arguments or a source cannot be read, nothing written;
-    3 something cannot be written (what is listed before it is in place; run again).
+    (with --auto, the primary conf) is invalid, nothing written; 2 bad arguments or a source
+    (with --auto, the primary conf) cannot be read, nothing written;
+    3 something cannot be written (what is listed before it is in place; run again);
+    4 the --runtime tree has symlinks or libraries (not glibc's) outside itself, each named,
+    nothing written; 5 the new executables do not run on this node (the reason is printed: a
+    glibc version or a library the node lacks, or their own error) or cannot be run there (no
+    SYS_CHROOT capability), nothing switched: the old executables and conf are untouched, only
+    the new runtime tree may stay (harmless: --prune-runtimes removes it).
+    Before switching anything, the new executables are run on the node (chrooted into
+    --host-root, or directly when it is /): multus-cni (and multus-shim) must answer
+    CNI_COMMAND=VERSION, `multipy check-plugins` must load every delegate and IPAM plugin, and the
+    node's loader must load every ELF file of the runtime tree. Only when this pass would change an
+    executable or the conf; --no-verify skips it (unsafe).
     With --every, only the first pass's failure ends it; later ones are reported and retried.
     """
     installer = Installer(_settings(**options))
@@ -387,7 +318,8 @@ def _pass(installer: Installer, source: str, output: str, one_line: bool = False
         done.append(entry)
         if output == "text" and not (changes_only and entry["action"] == "unchanged"):
             what = "runtime" if entry.get("kind") == "runtime" else entry["mode"]
-            click.echo(f"{entry['action']:9}  {entry['path']} ({what})")
+            made = f" from {entry['primary']}" if "primary" in entry else ""
+            click.echo(f"{entry['action']:9}  {entry['path']} ({what}){made}")
 
     code, error = 0, None
     try:
@@ -396,7 +328,7 @@ def _pass(installer: Installer, source: str, output: str, one_line: bool = False
         code, error = failure.code, str(failure)
         click.echo(f"multipy install: {failure}", err=True)
     if output == "json":
-        doc = {"conf": source, "ok": not code, "files": done, **({"error": error} if error else {})}
+        doc = {"conf": source or "auto", "ok": not code, "files": done, **({"error": error} if error else {})}
         if installer.s.host_root != "/":
             doc["hostRoot"] = installer.s.host_root
         click.echo(json.dumps(doc, indent=None if one_line else 2))

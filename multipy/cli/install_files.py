@@ -61,6 +61,15 @@ def _same(path: str, data: bytes, mode: int, st: os.stat_result) -> bool:
         return f.read() == data
 
 
+def unchanged(path: str, data: bytes, mode: int) -> bool:
+    """Whether `path` already holds `data` with `mode` (what place() would leave as it is)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return _same(path, data, mode, st)
+
+
 def place(path: str, data: bytes, mode: int) -> str:
     """`path` holds `data` with `mode` when this returns: "created", "updated" or "unchanged".
     Its directory is created (0755) when missing."""

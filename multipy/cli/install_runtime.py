@@ -10,8 +10,9 @@ bits; set-id and sticky bits are never copied onto a node), symlink target and f
   rename, while a `multus-cni` started from the old tree keeps finding every module it imports
   late. Old trees are therefore never removed by an install; `prune` removes, on request, only
   those no launcher in the bin dir names.
-Symlinks are copied as symlinks: a python-build-standalone tree has relative ones only; a
-virtualenv's `bin/python3` names its base interpreter, which the node must then have.
+Symlinks are copied as symlinks. The tree must be self-contained (a python-build-standalone tree
+is; a virtualenv, whose `bin/python3` names its base interpreter, is not): install_scan.py refuses
+one with links or libraries outside itself before anything is copied.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _tree(source: str, dest: str | None) -> str:
     field(b"")
     field(_mode(top).to_bytes(2, "big"))
     directories = []
-    for relative, st in _walk(source):
+    for relative, st in walk(source):
         path = os.path.join(source, relative)
         target = os.path.join(dest, relative) if dest else None
         if stat.S_ISLNK(st.st_mode):
@@ -214,7 +215,7 @@ class _Discard:
         pass
 
 
-def _walk(root: str, relative: str = ""):
+def walk(root: str, relative: str = ""):
     """(relative path, lstat) of everything under `root`, a directory before its entries, names in
     byte order: the same tree always gives the same sequence."""
     directory = os.path.join(root, relative) if relative else root
@@ -224,7 +225,7 @@ def _walk(root: str, relative: str = ""):
         st = _read(entry.path, os.lstat)
         yield child, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, child)
+            yield from walk(root, child)
 
 
 def _read(path: str, operation):

@@ -40,6 +40,7 @@ class ConfigError(CNIError):
             "; ".join(str(p) for p in problems[1:]),
         )
         self.problems = problems
+        self.source = source  # the file the problems are in, when it is not the conf being loaded
 
 
 def child(path: str, key: str | int) -> str:

@@ -2,9 +2,9 @@
 
 SIGTERM (or SIGINT): the listener is closed and the socket removed first, so a shim that connects
 from then on runs its request in thin mode; /readyz turns 503; requests already accepted finish
-within drainTimeout. No CNI conf is ever deleted (Multus #1527): pods created while the daemon
-restarts still find multipy, through the shim's fallback. A SIGKILL at any moment leaves only what
-the thin path cleans up: records are written before any delegate runs.
+within drainTimeout. No CNI conf is ever deleted (Multus #1527), the one autoConf writes included:
+pods created while the daemon restarts still find multipy, through the shim's fallback. A SIGKILL
+at any moment leaves only what the thin path cleans up: records are written before any delegate runs.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from multipy.cni.errors import CNIError
 from multipy.log import Log
 
 from . import settings as daemon_settings
+from .autoconf import AutoConf, Writer
 from .metrics import Metrics
 from .routes import FixedLogSettings, Routes
 from .server import UnixServer, probe_server
 
 
 class Daemon:
-    def __init__(self, source: daemon_settings.Source) -> None:
+    def __init__(self, source: daemon_settings.Source, write: Writer) -> None:
         from multipy.clients.pool import ClientPool
         from multipy.plugins.registry import Registry
 
@@ -42,6 +43,7 @@ class Daemon:
             self.cluster = Cluster(self.settings.kubeconfig, self.settings.node_name, self.log)
             for name, informer in (("pods", self.cluster.pods), ("nads", self.cluster.nads)):
                 self.metrics.watch_cache(name, lambda i=informer: age(i), informer.__len__)
+        self.auto_conf = AutoConf(write, self.log, self.registry.schema_for)
         self.routes = Routes(self)
         self.server = UnixServer(self.settings.socket_path, self.routes, self.metrics,
                                  self.settings.workers, self.settings.queue, self.log)  # fmt: skip
@@ -57,8 +59,10 @@ class Daemon:
         if self.settings.metrics_address:
             self.probes = probe_server(daemon_settings.loopback_address(self.settings.metrics_address), self.routes)
         self.log.info("serving on %s", self.settings.socket_path)
+        self.auto_conf.refresh(self.settings)  # once serving, as Multus: the conf sends the runtime here
         while not self._stop.wait(1.0):
             self._reload()
+            self.auto_conf.refresh(self.settings)
         return self.shutdown()
 
     def _reload(self) -> None:
@@ -96,5 +100,6 @@ def _configure_log(settings: FixedLogSettings, level: str) -> None:
     settings.logger()  # built now, once, not lazily by racing request threads
 
 
-def main(source: daemon_settings.Source) -> int:
-    return Daemon(source).run()
+def main(source: daemon_settings.Source, write: Writer) -> int:
+    """`write` puts a file in place atomically, only when changed (the install's writer, for autoConf)."""
+    return Daemon(source, write).run()

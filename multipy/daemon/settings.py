@@ -1,8 +1,9 @@
 """The daemon's settings: its config file (--config daemon.json) under its command-line options.
 
 The file is re-read when its mtime changes (the main loop looks every second). What a running
-daemon can take at once (requestTimeout, drainTimeout, fallback) applies to the next request; a
-changed socket, address, pool size or cluster takes a restart, and the log says so.
+daemon can take at once (requestTimeout, drainTimeout, fallback, the autoConf keys) applies to the
+next request (to the next second for autoConf); a changed socket, address, pool size or cluster
+takes a restart, and the log says so.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import ipaddress
 import json
 import os
 import socket
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from multipy.cni.errors import DECODE_FAILURE, INVALID_NETWORK_CONFIG, CNIError
+from multipy.config import auto, confdir
 from multipy.log import LEVELS
 
 DEFAULT_SOCKET_DIR = "/run/multipy"
@@ -33,6 +35,13 @@ class Settings:
     fallback: bool = True  # advertised on /readyz for the shim: may an ADD fall back to thin mode
     sync_timeout: float = 20.0  # /readyz waits this long for the caches, then reports ready anyway
     log_level: str = "error"
+    # autoConf (Multus's "multusConfigFile": "auto"): the daemon writes the node's CNI conf, made from
+    # the node's primary conf, and makes it again when that changes (autoconf.py).
+    auto_conf: bool = False
+    cni_config_dir: str = "/etc/cni/net.d"  # the node's conf dir, as the daemon sees it
+    auto_conf_name: str = auto.DEFAULT_FILE_NAME
+    auto_conf_primary: str = ""  # the primary's file name; "" = the first in libcni's order
+    auto_conf_options: dict = field(default_factory=dict)  # top-level keys of the made conf
 
     @property
     def socket_path(self) -> str:
@@ -44,8 +53,11 @@ KEYS = {
     "socketDir": "socket_dir", "metricsAddress": "metrics_address", "workers": "workers", "queue": "queue",
     "drainTimeout": "drain_timeout", "requestTimeout": "request_timeout", "kubeconfig": "kubeconfig",
     "nodeName": "node_name", "fallback": "fallback", "syncTimeout": "sync_timeout", "logLevel": "log_level",
+    "autoConf": "auto_conf", "cniConfigDir": "cni_config_dir", "autoConfName": "auto_conf_name",
+    "autoConfPrimary": "auto_conf_primary", "autoConfOptions": "auto_conf_options",
 }  # fmt: skip
-RELOADABLE = frozenset({"drain_timeout", "request_timeout", "fallback", "log_level"})
+RELOADABLE = frozenset({"drain_timeout", "request_timeout", "fallback", "log_level", "auto_conf", "cni_config_dir",
+                        "auto_conf_name", "auto_conf_primary", "auto_conf_options"})  # fmt: skip
 _TYPES = {f.name: f.type for f in fields(Settings)}
 
 
@@ -62,15 +74,33 @@ def _checked(key: str, value):
         if kind == "int" and value != int(value):
             raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not a whole number")
         return int(value) if kind == "int" else float(value)
+    if kind == "dict":
+        return _auto_conf_options(key, value)
     if not isinstance(value, str):
         raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not a string")
     if name == "metrics_address" and value:
         loopback_address(value, key)
     if name == "log_level" and value not in LEVELS:
         raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not one of {', '.join(LEVELS)}")
-    if name == "socket_dir" and not os.path.isabs(value):
+    if name in ("socket_dir", "cni_config_dir") and not os.path.isabs(value):
         raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not an absolute path")
+    if name == "auto_conf_name" and ("/" in value or value.startswith(".") or not value.endswith((".conf", ".json"))):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not a conf file name "
+                       "(NAME.conf or NAME.json, no '/', no leading dot)")  # fmt: skip
+    if name == "auto_conf_primary" and value and ("/" in value or not value.endswith(confdir.EXTENSIONS)):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not a conf file name "
+                       f"({', '.join(confdir.EXTENSIONS)}, no '/')")  # fmt: skip
     return value
+
+
+def _auto_conf_options(key: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key} {value!r} is not an object")
+    for option in value:
+        problem = auto.option_problem(option)
+        if problem:
+            raise CNIError(INVALID_NETWORK_CONFIG, f"daemon config: {key}.{option}: {problem}")
+    return dict(value)
 
 
 def loopback_address(text: str, key: str = "metricsAddress") -> tuple[str, int]:
@@ -129,7 +159,10 @@ class Source:
 
     def _build(self) -> Settings:
         doc = read_file(self.path) if self.path else {}
-        settings = from_document({**doc, **self.overrides})
+        merged = {**doc, **self.overrides}
+        if isinstance(doc.get("autoConfOptions"), dict) and "autoConfOptions" in self.overrides:
+            merged["autoConfOptions"] = {**doc["autoConfOptions"], **self.overrides["autoConfOptions"]}  # key by key
+        settings = from_document(merged)
         return replace(settings, node_name=node_name(settings.node_name))
 
     def reload(self) -> tuple[Settings, list[str]] | None:

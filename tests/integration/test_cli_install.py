@@ -259,6 +259,12 @@ def test_node_paths_land_under_the_host_root(tmp_path):
     secret.write_text("ca")
     args = ["--host-root", str(host), "--python", "/opt/multipy/bin/python3", "--conf-dir", "/etc/cni/net.d",
             "--bin-dir", "/opt/cni/bin", "--file", f"{secret}:/etc/multipy/etcd/ca.crt"]  # fmt: skip
+    # Without a node interpreter under this host root, the launchers cannot run there: refused, nothing written.
+    result = CliRunner().invoke(cli, ["install", "--conf", str(SEED), *args], catch_exceptions=False)
+    assert result.exit_code == 5 and "multus-cni cannot start on the node: there is no /opt/multipy/bin/python3; " \
+        "nothing switched" in result.stderr  # fmt: skip
+    assert os.listdir(host) == ["opt"] and os.listdir(host / "opt/cni/bin") == []  # the bin dir, empty
+    args.append("--no-verify")  # what is written where, then (test_cli_install_verify.py runs real launchers)
     result = CliRunner().invoke(cli, ["install", "--conf", str(SEED), *args], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     # Reported as the node sees them...

@@ -83,8 +83,10 @@ def test_the_kubeconfig_is_written_and_multipys_client_uses_it(tmp_path, kube_ap
 def test_the_in_cluster_address_and_a_host_root(tmp_path, account):
     host = tmp_path / "host"
     host.mkdir()
+    # --no-verify: this host root has no interpreter to run (test_cli_install_verify.py runs them).
     args = ["--host-root", str(host), "--python", "/opt/multipy/bin/python3", "--conf-dir", "/etc/cni/net.d",
-            "--bin-dir", "/opt/cni/bin", "--kubeconfig", NODE_KUBECONFIG, "--serviceaccount-dir", str(account)]  # fmt: skip
+            "--bin-dir", "/opt/cni/bin", "--kubeconfig", NODE_KUBECONFIG, "--serviceaccount-dir", str(account),
+            "--no-verify"]  # fmt: skip
     for address, server in (("10.96.0.1", "https://10.96.0.1:443"), ("fd00::1", "https://[fd00::1]:443")):
         code, _, err = invoke(*args, env={"KUBERNETES_SERVICE_HOST": address, "KUBERNETES_SERVICE_PORT": "443"})
         assert code == 0, err
@@ -140,7 +142,7 @@ def test_every_follows_the_rotating_token_until_sigterm(tmp_path, kube_api, acco
     proc = subprocess.Popen([str(SCRIPT), "install", "--conf", str(SEED), "--host-root", str(host), "--python",
                              sys.executable, "--conf-dir", "/etc/cni/net.d", "--bin-dir", "/opt/cni/bin",
                              "--kubeconfig", NODE_KUBECONFIG, "--serviceaccount-dir", str(account),
-                             "--api-server", kube_api.url, "--every", "0.2"],
+                             "--api-server", kube_api.url, "--every", "0.2", "--no-verify"],  # an empty host root
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     try:
         assert wait_for(lambda: (host / "etc/cni/net.d/10-multus.conf").exists(), 20), "the first pass did not finish"

@@ -155,12 +155,25 @@ def test_least_privilege(daemonset):
             "runAsUser": 0,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
+            # SYS_CHROOT only: install runs the new executables chrooted into /host before it switches.
+            "capabilities": {"drop": ["ALL"], "add": ["SYS_CHROOT"]},
         }
         assert "memory" in container["resources"]["limits"]
-    # Only the node directories install writes, never the node's /.
-    host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert host_paths == {"/etc/cni/net.d", "/opt/cni/bin", "/opt/multipy", "/etc/multipy"}
+    # Writable: only the node directories install writes, never the node's /. Read-only: the node's
+    # loader and glibc (/usr, /lib, /lib64), which that chrooted run uses, at the same paths under /host.
+    volumes = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    for container in containers(ds):
+        mounted = {volumes[m["name"]]: (m["mountPath"], m.get("readOnly", False))
+                   for m in container["volumeMounts"] if m["name"] in volumes}  # fmt: skip
+        assert mounted == {
+            "/etc/cni/net.d": ("/host/etc/cni/net.d", False),
+            "/opt/cni/bin": ("/host/opt/cni/bin", False),
+            "/opt/multipy": ("/host/opt/multipy", False),
+            "/etc/multipy": ("/host/etc/multipy", False),
+            "/usr": ("/host/usr", True),
+            "/lib": ("/host/lib", True),
+            "/lib64": ("/host/lib64", True),
+        }
 
 
 class Mounts:
@@ -263,7 +276,8 @@ def test_the_init_containers_command_is_a_valid_install(daemonset, tmp_path):
             args[i + 1] = f"{pod}{value}"
         elif arg == "--file":
             args[i + 1] = f"{pod}{value}"  # SOURCE is the pod's, DEST the node's
-    args += ["--serviceaccount-dir", str(account)]
+    # --no-verify: the fake interpreter cannot run, nor is there a node to chroot into (test_cli_install_verify.py).
+    args += ["--serviceaccount-dir", str(account), "--no-verify"]
     env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     result = CliRunner(env=env).invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -75,8 +75,14 @@ def test_no_host_pid_and_least_privilege():
         security = container["securityContext"]
         assert security.get("privileged") is not True and security["allowPrivilegeEscalation"] is False
         assert security["readOnlyRootFilesystem"] is True and security["capabilities"]["drop"] == ["ALL"]
-        wanted = ["NET_ADMIN", "SYS_ADMIN", "NET_RAW"] if name == "daemon" else None
+        # install and refresh: SYS_CHROOT only, to run the new executables chrooted into /host before switching.
+        wanted = ["NET_ADMIN", "SYS_ADMIN", "NET_RAW"] if name == "daemon" else ["SYS_CHROOT"]
         assert security["capabilities"].get("add") == wanted
+        if name != "daemon":  # the node's loader and glibc for that run: read-only, at their paths under /host
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            system = {volumes[m["name"]]["hostPath"]["path"]: (m["mountPath"], m.get("readOnly", False))
+                      for m in container["volumeMounts"] if m["mountPath"] in ("/host/usr", "/host/lib", "/host/lib64")}  # fmt: skip
+            assert system == {p: (f"/host{p}", True) for p in ("/usr", "/lib", "/lib64")}
 
 
 def test_guaranteed_qos():
@@ -152,7 +158,8 @@ def test_the_init_containers_command_is_a_valid_thick_install(tmp_path):
             args[i + 1] = str(host)
         elif arg in ("--conf", "--runtime", "--file"):
             args[i + 1] = f"{pod}{args[i + 1]}"
-    args += ["--serviceaccount-dir", str(account)]
+    # --no-verify: the fake interpreter cannot run, nor is there a node to chroot into (test_cli_install_verify.py).
+    args += ["--serviceaccount-dir", str(account), "--no-verify"]
     env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
     result = CliRunner(env=env).invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
