@@ -9,7 +9,8 @@ namespace (its socket dir in the temp dir), as the DaemonSet's hostNetwork pod w
 invoked as containerd would, under `ip netns exec <node>`, with the seed's conf: eth0 the flannel master
 (bridge docker0 + host-local on the subnet.env's range), net1 macvlan on uplink0 + host-local:
 
-  thick       multus-shim (the lone stdlib file a thick install puts in binDir, run with python -IS),
+  thick       multus-shim (the lone stdlib file a thick install puts in binDir, run with python -IS; that
+              python is --shim-python, by default Debian's python3.11 as in the image's runtime tree),
               `"type": "multus-shim"`, `daemonSocketDir`; every delegate native, in the daemon.
               MULTIPY_THIN names no file, so a request that falls back to thin mode fails the bench.
   thin        multus-cni with the same conf, every delegate native, in one fresh process per call
@@ -103,6 +104,7 @@ MiB = 1024 * 1024
 TARGET_ADD, TARGET_BURST, TARGET_IDLE_MIB, TARGET_GROWTH_MIB = 1.5, 1.5, 50.0, 5.0
 DAEMON_START_TIMEOUT = 60.0
 SAMPLE_EVERY = 0.005
+CURVE_EVERY = 100  # memory cycles between two RSS samples of the growth curve
 MAX_FAILURES = 5  # failed cycles tolerated (reported) before a run is aborted
 
 
@@ -132,12 +134,20 @@ def direct_plugins(cni_version: str, tmp: str) -> list[tuple[str, str, dict]]:
     return [("bridge", "eth0", bridge), ("macvlan", "net1", macvlan)]
 
 
-def lone_shim(tmp: str) -> str:
+def shim_python_default() -> str:
+    """The interpreter `multipy install --thick` puts behind the shim is the runtime tree's: in the image,
+    Debian's python3.11 (conf/image). The shim is stdlib-only, so that one runs it here too when the
+    machine has it; else this interpreter."""
+    shipped = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    return shipped if os.access(shipped, os.X_OK) else sys.executable
+
+
+def lone_shim(tmp: str, python: str) -> str:
     """multus-shim exactly as `multipy install --thick` writes it: multipy/shim.py behind `#!python -IS`."""
     path = f"{tmp}/bin/multus-shim"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
-        f.write(shim_launcher(sys.executable))
+        f.write(shim_launcher(python))
     os.chmod(path, 0o755)
     return path
 
@@ -355,8 +365,10 @@ def burst(rows: Rows, row: str, size: int, tag: str, daemon: Daemon | None) -> d
 
 
 def memory_cycles(rows: Rows, daemon: Daemon, cycles: int, workers: int = 2) -> dict:
-    """`cycles` thick ADD/DEL cycles (a fresh pod each), `workers` at a time; RSS before and after."""
+    """`cycles` thick ADD/DEL cycles (a fresh pod each), `workers` at a time; RSS before and after, and
+    every CURVE_EVERY cycles: a leak grows with the cycles, an allocator warming up levels off."""
     before = rss_bytes(daemon.pid)
+    curve: list[tuple[int, int]] = []
     errors: list[BaseException] = []
     counter = iter(range(cycles))
     lock = threading.Lock()
@@ -371,6 +383,9 @@ def memory_cycles(rows: Rows, daemon: Daemon, cycles: int, workers: int = 2) -> 
                 rows.cycle("thick", f"m{i}", check=(i < workers))
             except BaseException as err:  # noqa: BLE001 - counted, re-raised past MAX_FAILURES
                 errors.append(err)
+            if (i + 1) % CURVE_EVERY == 0:
+                with lock:
+                    curve.append((i + 1, rss_bytes(daemon.pid)))
 
     started = time.perf_counter()
     threads = [threading.Thread(target=work) for _ in range(workers)]
@@ -383,15 +398,15 @@ def memory_cycles(rows: Rows, daemon: Daemon, cycles: int, workers: int = 2) -> 
     seconds = time.perf_counter() - started
     daemon.alive()
     return {"cycles": cycles, "seconds": seconds, "before": before, "after": rss_bytes(daemon.pid),
-            "failed": [str(e)[:300] for e in errors]}
+            "curve": sorted(curve), "failed": [str(e)[:300] for e in errors]}
 
 
-def shim_round_trip(shim_path: str, daemon: Daemon, runs: int, tmp: str) -> dict:
+def shim_round_trip(shim_path: str, shim_python: str, daemon: Daemon, runs: int, tmp: str) -> dict:
     # A no-op through POST /cni: STATUS of a conf whose one delegate is the native loopback.
     status_conf = json.dumps({"cniVersion": "1.1.0", "name": "noop", "type": "multus-shim", "cniDir": f"{tmp}/noop",
                               "daemonSocketDir": daemon.socket_dir, "delegates": [{"name": "lo", "type": "loopback"}]})
     probes = {
-        "python -I -S -c pass": ([sys.executable, "-I", "-S", "-c", "pass"], {}),
+        "python -I -S -c pass": ([shim_python, "-I", "-S", "-c", "pass"], {}),
         "multus-shim VERSION (no daemon)": ([shim_path], {"CNI_COMMAND": "VERSION"}),
         "multus-shim --probe healthz": ([shim_path, "--probe", "healthz", "--socket-dir", daemon.socket_dir], {}),
         "multus-shim STATUS (POST /cni, native loopback)": ([shim_path], {"CNI_COMMAND": "STATUS",
@@ -454,7 +469,7 @@ def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
         topo.open()
         if etcd is not None:
             run_in(f"/run/netns/{topo.node}", etcd.start)  # on the node's loopback, where the plugins run
-        shim_path = lone_shim(tmp)
+        shim_path = lone_shim(tmp, args.shim_python)
         try:
             daemon.start(timeout=DAEMON_START_TIMEOUT)
         except RuntimeError as err:
@@ -480,7 +495,7 @@ def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
         memory["after_bursts"] = rss_bytes(daemon.pid)
         memory["hwm"] = status_field(daemon.pid, "VmHWM")
         samples["memory"] = memory
-        samples["shim"] = shim_round_trip(shim_path, daemon, args.runs, tmp)
+        samples["shim"] = shim_round_trip(shim_path, args.shim_python, daemon, args.runs, tmp)
         samples["left_behind"] = leftovers(tmp, rows.names, topo.node, etcd)
         samples["loadavg"]["end"] = os.getloadavg()
         samples["daemon_log_errors"] = log_errors(daemon.log_path)
@@ -574,10 +589,12 @@ def report(samples: dict, args, out) -> None:
       f"{c['cycles']} ADD/DEL cycles {c['before'] / MiB:.1f}, after {c['after'] / MiB:.1f} ({growth:+.1f}; "
       f"{c['cycles'] / c['seconds']:.1f} cycles/s, 2 at a time"
       f"{'; ' + str(len(c['failed'])) + ' FAILED: ' + c['failed'][0][:160] if c['failed'] else ''})")
+    if c.get("curve"):
+        p(f"  RSS every {CURVE_EVERY} cycles: " + ", ".join(f"{n} {v / MiB:.1f}" for n, v in c["curve"]))
     p("  burst peak (sampled every 5 ms): " + (", ".join(f"{s} pods {v / MiB:.1f}" for s, v in peaks.items()) or "-")
       + f"; after the bursts {m['after_bursts'] / MiB:.1f}; VmHWM {m['hwm'] / MiB:.1f}")
 
-    p(f"\nThe shim's round trip, median of {args.runs}, ms (no netns exec)")
+    p(f"\nThe shim's round trip, median of {args.runs}, ms (no netns exec; the shim's python: {args.shim_python})")
     for name, wall in samples["shim"].items():
         p(f"  {name:50}{median(wall):8.1f}   p95 {p95(wall):6.1f}")
 
@@ -607,6 +624,8 @@ def main() -> int:
     parser.add_argument("--burst-runs", type=int, default=1, help="bursts per size and row")
     parser.add_argument("--no-kube-ipam", dest="kube_ipam", action="store_false", help="skip the kube-ipam rows")
     parser.add_argument("--quick", action="store_true", help="5 runs, 100 cycles, one 20-pod burst")
+    parser.add_argument("--shim-python", default=shim_python_default(),
+                        help="the shim's interpreter (default: Debian's python3.x, the image's, when there)")
     go = [f"{CNI_BIN}/{p}" for p in GO_TYPES]
     args = checked_args(parser, [*go, (ETCD_BIN, "install Debian's etcd-server, or set ETCD_BIN")])
     args.bursts = [int(s) for s in args.bursts.split(",") if s.strip()]
