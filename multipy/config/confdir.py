@@ -7,6 +7,8 @@ import json
 import os
 import stat
 
+from multipy import files
+
 from . import network
 from .problems import ConfigError, Problem
 
@@ -96,12 +98,12 @@ def is_meta(doc) -> bool:
 def read_conf(path: str, shown: str) -> dict:
     """The JSON object in the conf file `path`; errors name it as `shown`."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(_PRIMARY_LIMIT + 1)
+        # Links followed, as libcni does; a FIFO or device named *.conf is refused instead of blocking.
+        raw = files.read_regular(path, _PRIMARY_LIMIT, follow_symlinks=True)
+    except files.UnsafeFile as exc:
+        raise ConfigError([Problem("$", exc.strerror)], source=shown) from None
     except OSError as exc:
         raise Unreadable([Problem("$", f"cannot read: {exc.strerror}")], source=shown) from None
-    if len(raw) > _PRIMARY_LIMIT:
-        raise ConfigError([Problem("$", f"larger than {_PRIMARY_LIMIT} bytes: not a CNI conf")], source=shown)
     if not raw.strip():
         raise ConfigError([Problem("$", "the file is empty")], source=shown)
     try:

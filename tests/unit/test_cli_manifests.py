@@ -249,15 +249,14 @@ def test_the_daemonset_mounts_what_the_conf_names(daemonset):
         assert copies[path] == path and on_node(copies[path]) == path
 
 
-def test_the_init_containers_command_is_a_valid_install(daemonset, tmp_path):
-    # The same arguments through the real command: what the pod reads under tmp/pod, a small runtime
-    # tree as the image's /opt/multipy, a fake service account, and the host root under tmp/host.
-    configmap, ds = daemonset
-    init, _ = containers(ds)
+def run_init_install(tmp_path, conf: str, command: list[str]):
+    """An init container's `multipy install` command through the real CLI: what the pod reads under
+    tmp/pod (the conf, etcd files, a small runtime tree as the image's /opt/multipy, a fake service
+    account), the host root under tmp/host. The CliRunner result and the host root."""
     pod, host = tmp_path / "pod", tmp_path / "host"
     (pod / "etc/multipy/etcd").mkdir(parents=True)
     host.mkdir()
-    (pod / "etc/multipy/10-multus.conf").write_text(configmap["data"]["10-multus.conf"])
+    (pod / "etc/multipy/10-multus.conf").write_text(conf)
     for name in ("ca.crt", "tls.crt", "tls.key"):
         (pod / "etc/multipy/etcd" / name).write_text(name)
     (pod / "opt/multipy/bin").mkdir(parents=True)
@@ -266,20 +265,22 @@ def test_the_init_containers_command_is_a_valid_install(daemonset, tmp_path):
     account.mkdir(parents=True)
     (account / "token").write_text("a-token")
     (account / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-
-    args = list(init["command"][1:])
+    args = list(command[1:])
     for i, arg in enumerate(args[:-1]):
-        value = args[i + 1]
         if arg == "--host-root":
             args[i + 1] = str(host)
-        elif arg in ("--conf", "--runtime"):
-            args[i + 1] = f"{pod}{value}"
-        elif arg == "--file":
-            args[i + 1] = f"{pod}{value}"  # SOURCE is the pod's, DEST the node's
+        elif arg in ("--conf", "--runtime", "--file"):
+            args[i + 1] = f"{pod}{args[i + 1]}"  # a --file's SOURCE is the pod's, its DEST the node's
     # --no-verify: the fake interpreter cannot run, nor is there a node to chroot into (test_cli_install_verify.py).
     args += ["--serviceaccount-dir", str(account), "--no-verify"]
     env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    result = CliRunner(env=env).invoke(cli, args, catch_exceptions=False)
+    return CliRunner(env=env).invoke(cli, args, catch_exceptions=False), host
+
+
+def test_the_init_containers_command_is_a_valid_install(daemonset, tmp_path):
+    configmap, ds = daemonset
+    init, _ = containers(ds)
+    result, host = run_init_install(tmp_path, configmap["data"]["10-multus.conf"], init["command"])
     assert result.exit_code == 0, result.output
     assert (host / "etc/cni/net.d/10-multus.conf").read_text() == configmap["data"]["10-multus.conf"]
     assert (host / "etc/multipy/etcd/tls.key").read_text() == "tls.key"

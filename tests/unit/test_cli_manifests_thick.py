@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_cli_manifests import Mounts, by_kind, documents, projected_item
+from test_cli_manifests import Mounts, by_kind, documents, projected_item, run_init_install
 
 from multipy.cli.commands import cli
 
@@ -140,28 +140,7 @@ def test_the_init_containers_command_is_a_valid_thick_install(tmp_path):
     init, refresh = containers(ds)["install"], containers(ds)["refresh"]
     assert init["command"][:3] == ["multipy", "install", "--thick"]
     assert refresh["command"] == init["command"] + ["--every", "300"] and refresh["image"] == init["image"]
-    pod, host = tmp_path / "pod", tmp_path / "host"
-    (pod / "etc/multipy/etcd").mkdir(parents=True)
-    host.mkdir()
-    (pod / "etc/multipy/10-multus.conf").write_text(configmap["data"]["10-multus.conf"])
-    for name in ("ca.crt", "tls.crt", "tls.key"):
-        (pod / "etc/multipy/etcd" / name).write_text(name)
-    (pod / "opt/multipy/bin").mkdir(parents=True)
-    (pod / "opt/multipy/bin/python3").write_text("an interpreter")
-    account = pod / "sa"
-    account.mkdir()
-    (account / "token").write_text("a-token")
-    (account / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
-    args = list(init["command"][1:])
-    for i, arg in enumerate(args[:-1]):
-        if arg == "--host-root":
-            args[i + 1] = str(host)
-        elif arg in ("--conf", "--runtime", "--file"):
-            args[i + 1] = f"{pod}{args[i + 1]}"
-    # --no-verify: the fake interpreter cannot run, nor is there a node to chroot into (test_cli_install_verify.py).
-    args += ["--serviceaccount-dir", str(account), "--no-verify"]
-    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    result = CliRunner(env=env).invoke(cli, args, catch_exceptions=False)
+    result, host = run_init_install(tmp_path, configmap["data"]["10-multus.conf"], init["command"])
     assert result.exit_code == 0, result.output
     (digest,) = os.listdir(host / "opt/multipy")
     shim = (host / "opt/cni/bin/multus-shim").read_text()
