@@ -1,7 +1,7 @@
 """Thick mode (multus-shim + `multipy daemon`) beside thin multipy and the Go delegates, on the seed topology.
 
     .venv/bin/python bench/thick.py [--runs N] [--cycles N] [--bursts 20,100] [--burst-runs N]
-                                    [--no-kube-ipam] [--quick] [--cni-version V] [--bytecode-cache] [--json]
+                                    [--no-kube-ipam] [--quick] [--workers N] [--cni-version V] [--bytecode-cache] [--json]
 
 Needs root. bench/add_del.py's node netns (veth uplink0/uplink0p) and, per cycle and row, a fresh pod
 netns; a subnet.env in a temp dir stands in for flanneld; one `multipy daemon` runs INSIDE the node
@@ -179,9 +179,10 @@ def status_field(pid: int, field: str) -> int:
 class Daemon(DaemonProcess):
     """multipy.testing.daemon's process, in the node namespace, with what this bench reads from it."""
 
-    def __init__(self, node: str, directory: str, env: dict) -> None:
+    def __init__(self, node: str, directory: str, env: dict, workers: int | None = None) -> None:
         os.makedirs(directory, exist_ok=True)
-        super().__init__(directory, env=env, log_level="error", host_netns=node)  # the daemon's default level
+        extra = ("--workers", str(workers)) if workers else ()
+        super().__init__(directory, *extra, env=env, log_level="error", host_netns=node)  # the daemon's default level
 
     @property
     def pid(self) -> int:
@@ -462,7 +463,7 @@ def log_errors(path: str) -> dict[str, int]:
 def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
     topo = Topology(f"mpt{os.getpid()}")
     etcd = EtcdCluster() if args.kube_ipam else None
-    daemon = Daemon(topo.node, f"{tmp}/daemon", python_env)
+    daemon = Daemon(topo.node, f"{tmp}/daemon", python_env, args.workers)
     socket_dir = daemon.socket_dir  # the daemon makes it (0700)
     samples: dict = {"loadavg": {"start": os.getloadavg()}}
     try:
@@ -624,6 +625,7 @@ def main() -> int:
     parser.add_argument("--burst-runs", type=int, default=1, help="bursts per size and row")
     parser.add_argument("--no-kube-ipam", dest="kube_ipam", action="store_false", help="skip the kube-ipam rows")
     parser.add_argument("--quick", action="store_true", help="5 runs, 100 cycles, one 20-pod burst")
+    parser.add_argument("--workers", type=int, help="the daemon's --workers (default: the daemon's own default)")
     parser.add_argument("--shim-python", default=shim_python_default(),
                         help="the shim's interpreter (default: Debian's python3.x, the image's, when there)")
     go = [f"{CNI_BIN}/{p}" for p in GO_TYPES]

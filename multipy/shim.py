@@ -1,7 +1,8 @@
 """multus-shim: the executable a runtime runs in thick mode; it hands each CNI request to the daemon.
 
 It must start fast and run anywhere multipy's Python is: stdlib only, no multipy import (it is
-installed as a lone file run with `python -IS`, so not even site-packages is scanned).
+installed as a lone file run with `python -IS`, so not even site-packages is scanned; that file holds
+this module's bytecode, see multipy.cli.install_files.shim_launcher).
 
 One request, one connection to <daemonSocketDir>/multipy.sock:
 1. one byte b"\\0", carrying (SCM_RIGHTS) an open fd of CNI_NETNS when there is one: the daemon
@@ -22,13 +23,14 @@ an exec probe for the DaemonSet.
 
 import _json
 import _socket
-import os
+import posix
 import sys
 import time
 
-# The C halves of json and socket: the Python modules cost ~16 ms of imports (re, enum, ...) per
-# request, most of a shim's start. The hot path (decode the conf, encode the request) needs only
-# these; the rare paths (VERSION, errors) import json itself.
+# The C halves of json, socket and os: the Python modules cost ~16 ms of imports (re, enum, ...) per
+# request, most of a shim's start, and os alone ~0.8 ms (posixpath, stat, _collections_abc). The hot
+# path (decode the conf, encode the request, pass the netns fd) needs only these; the rare paths
+# (VERSION, errors, the thin fallback) import json and os themselves.
 
 # multipy.cni.version.SUPPORTED_VERSIONS (not imported: this file runs alone); a unit test keeps them equal.
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -92,7 +94,19 @@ class NoAnswer(Exception):
 
 def socket_path(conf: dict) -> str:
     directory = conf.get("daemonSocketDir")
-    return os.path.join(directory if isinstance(directory, str) and directory else DEFAULT_SOCKET_DIR, SOCKET_NAME)
+    return in_directory(directory if isinstance(directory, str) and directory else DEFAULT_SOCKET_DIR, SOCKET_NAME)
+
+
+def in_directory(directory: str, name: str) -> str:
+    """os.path.join(directory, name) for a relative `name`."""
+    return directory + name if not directory or directory.endswith("/") else f"{directory}/{name}"
+
+
+def environment() -> dict[str, str]:
+    """os.environ, made as os makes it: posix's bytes in the filesystem encoding, undecodable bytes kept."""
+    encoding = sys.getfilesystemencoding()
+    return {key.decode(encoding, "surrogateescape"): value.decode(encoding, "surrogateescape")
+            for key, value in posix.environ.items()}  # fmt: skip
 
 
 def connect(path: str, deadline: float) -> _socket.socket:
@@ -116,7 +130,7 @@ def send_netns(sock: _socket.socket, netns: str) -> None:
     handle = -1
     if netns:
         try:
-            handle = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            handle = posix.open(netns, posix.O_RDONLY | posix.O_CLOEXEC)
         except OSError:
             pass  # the daemon sees no fd and the path, and reports what the thin plugin would
     try:
@@ -127,7 +141,7 @@ def send_netns(sock: _socket.socket, netns: str) -> None:
             sock.sendall(b"\0")
     finally:
         if handle >= 0:
-            os.close(handle)
+            posix.close(handle)
 
 
 def http_request(method: str, target: str, body: bytes = b"") -> bytes:
@@ -209,12 +223,16 @@ def error(code: int, msg: str, version: str | None) -> int:
 
 
 def thin_executable() -> str:
+    import os  # the fallback only
+
     return os.environ.get(THIN_ENV) or os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), THIN_NAME)
 
 
 def run_thin(stdin: bytes) -> int:
     """Replaces this process with the thin plugin, same env, same stdin bytes (a memfd: no writer to
     keep alive, whatever the size). Returns only when it cannot be executed."""
+    import os
+
     thin = thin_executable()
     memfd = os.memfd_create("multipy-stdin", os.MFD_CLOEXEC)
     os.write(memfd, stdin)  # a memfd takes any length in one write
@@ -290,7 +308,7 @@ def probe(argv: list[str]) -> int:
     if which not in ("healthz", "readyz") or set(args) - {"--probe", "--socket-dir"}:
         sys.stderr.write(usage)
         return 2
-    path = os.path.join(directory, SOCKET_NAME)
+    path = in_directory(directory, SOCKET_NAME)
     try:
         status, answer = exchange(path, http_request("GET", f"/{which}"), "", time.monotonic() + PROBE_TIMEOUT)
     except (Unreachable, NoAnswer, OSError) as why:
@@ -304,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv:
         return probe(argv)
-    return handle(os.environ, sys.stdin.buffer.read())
+    return handle(environment(), sys.stdin.buffer.read())
 
 
 if __name__ == "__main__":

@@ -29,13 +29,16 @@ def _quiet_sysctls(netns: str | None, values: dict[str, str]) -> None:
 
 def ensure_bridge(host: Namespace, name: str, mtu: int, promisc: bool) -> Link:
     """Create the bridge or take the existing one if it really is a bridge; accept_ra off, up."""
-    try:
-        host.create_link(name, "bridge", mtu)
-    except LinkError as exc:
-        # EEXIST also when a parallel ADD made it first: what exists is checked below either way.
-        if exc.errno != errno.EEXIST:
-            raise CNIError(INTERNAL, f'failed to create bridge "{name}": could not add "{name}": {exc.strerror}') from None
+    # Looked up first: on a node every pod but the first finds it, and a refused create costs more than a lookup.
     bridge = host.link(name)
+    if bridge is None:
+        try:
+            host.create_link(name, "bridge", mtu)
+        except LinkError as exc:
+            # EEXIST also when a parallel ADD made it first: what exists is checked below either way.
+            if exc.errno != errno.EEXIST:
+                raise CNIError(INTERNAL, f'failed to create bridge "{name}": could not add "{name}": {exc.strerror}') from None
+        bridge = host.link(name)
     if bridge is None:
         raise CNIError(INTERNAL, f'failed to create bridge "{name}": could not lookup "{name}": Link not found')
     if bridge.kind != "bridge":
@@ -45,7 +48,8 @@ def ensure_bridge(host: Namespace, name: str, mtu: int, promisc: bool) -> Link:
     if promisc:
         host.set_promisc(bridge.index)
     _quiet_sysctls(None, {f"net/ipv6/conf/{name}/accept_ra": "0"})  # routes on the bridge are ours, not RA's
-    host.set_up(bridge.index)
+    if not bridge.up:
+        host.set_up(bridge.index)
     return bridge
 
 
@@ -77,8 +81,7 @@ def attach_port(host: Namespace, host_name: str, bridge: Link, hairpin: bool) ->
     if port is None:
         raise CNIError(INTERNAL, f'failed to lookup "{host_name}": Link not found')
     try:
-        host.set_master(port.index, bridge.index)
-        host.set_up(port.index)
+        host.set_master(port.index, bridge.index, up=True)
     except LinkError as exc:
         raise CNIError(INTERNAL, f'failed to connect "{host_name}" to bridge {bridge.name}: {exc.strerror}') from None
     try:
@@ -157,10 +160,9 @@ def configure_container(pod: Namespace, netns: str, ifname: str, result, enable_
            else {f"net/ipv6/conf/{ifname}/accept_dad": "0"})
     _quiet_sysctls(netns, {**dad, f"net/ipv4/conf/{ifname}/arp_notify": "1"})
     try:
-        ifconfig.configure(pod, netns, ifname, result)
+        return ifconfig.configure(pod, netns, ifname, result).mac  # the MAC a veth end is made with stays
     except ifconfig.ConfigureError as exc:
         raise CNIError(INTERNAL, str(exc)) from None
-    return pod.link(ifname).mac
 
 
 def container_up(pod: Namespace, ifname: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from dataclasses import replace
 
 from multipy.cni.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
 from multipy.net.netlink import Link, LinkError, Namespace
@@ -80,8 +81,8 @@ def set_up(pod: Namespace, ifname: str) -> None:
         raise CNIError(INTERNAL, f'failed to set "{ifname}" UP: {exc.strerror}') from None
 
 
-def rename(pod: Namespace, temporary: str, ifname: str) -> str:
-    """Give the new link its CNI_IFNAME; returns its MAC. On failure the link is deleted."""
+def rename(pod: Namespace, temporary: str, ifname: str) -> Link:
+    """Give the new link its CNI_IFNAME; returns it (index and MAC stay what they were). On failure the link is deleted."""
     new = pod.link(temporary)
     if new is None:
         raise CNIError(INTERNAL, f'failed to rename macvlan to "{ifname}": {temporary} not found in the pod')
@@ -96,7 +97,7 @@ def rename(pod: Namespace, temporary: str, ifname: str) -> str:
         reason = exc.strerror.lower()
         hint = f" (CNI_IFNAME {ifname!r} is already in use in the pod)" if exc.errno == errno.EEXIST else ""
         raise CNIError(code, f'failed to rename macvlan to "{ifname}": {reason}{hint}') from None
-    return new.mac
+    return replace(new, name=ifname)
 
 
 def remove(pod: Namespace, ifname: str) -> bool:

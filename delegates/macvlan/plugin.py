@@ -62,40 +62,37 @@ class Macvlan:
                     parent = self._master(host, cfg)
                     temporary = link.create(host, inv.netns, parent, cfg.mode, cfg.mtu, cfg.mac, temporary)
                 failpoint("macvlan.add.after_create")
-                mac = link.rename(pod, temporary, inv.ifname)
+                made = link.rename(pod, temporary, inv.ifname)
                 undo.push(link.remove, pod, inv.ifname, what=f"deleting {inv.ifname!r}")
                 failpoint("macvlan.add.after_rename")
-                result = Result(cfg.cni_version, [Interface(inv.ifname, mac, sandbox=inv.netns)], dns=cfg.dns)
+                result = Result(cfg.cni_version, [Interface(inv.ifname, made.mac, sandbox=inv.netns)], dns=cfg.dns)
                 if cfg.ipam_type:
                     # Registered before the call: a failed IPAM ADD is DELed too (SPEC "Delegated plugins"),
                     # it may hold a partial lease.
                     undo.push(self.ipam.release, inv, conf, what="IPAM DEL")
-                    self._address(inv, conf, pod, result)
+                    self._address(inv, conf, pod, made, result)
                 else:
                     link.set_up(pod, inv.ifname)
                 return result
         except NetnsGone as gone:
             raise gone.cni_error() from None
 
-    def _address(self, inv: Invocation, conf: dict, pod: Namespace, result: Result) -> None:
+    def _address(self, inv: Invocation, conf: dict, pod: Namespace, made: Link, result: Result) -> None:
         found = self.ipam.add(inv, conf)
         failpoint("macvlan.add.after_ipam")
         result.ips = [replace(ipc, interface=0) for ipc in found.ips]
         result.routes = list(found.routes)
         self._notify(inv)
         try:
-            configure(pod, inv.netns, inv.ifname, result)
+            configure(pod, inv.netns, inv.ifname, result, made)
         except ConfigureError as exc:
             raise CNIError(INTERNAL, str(exc)) from None
 
     @staticmethod
     def _notify(inv: Invocation) -> None:
-        # Best effort, as the reference: ndisc_notify (v1.4.0+) fails where the pod has IPv6 off.
-        for key in (f"net/ipv4/conf/{inv.ifname}/arp_notify", f"net/ipv6/conf/{inv.ifname}/ndisc_notify"):
-            try:
-                sysctl.write(inv.netns, {key: "1"})
-            except OSError:
-                pass
+        # Best effort, each on its own, as the reference: ndisc_notify (v1.4.0+) fails where the pod has IPv6 off.
+        keys = (f"net/ipv4/conf/{inv.ifname}/arp_notify", f"net/ipv6/conf/{inv.ifname}/ndisc_notify")
+        sysctl.write_each(inv.netns, dict.fromkeys(keys, "1"))
 
     # ---- DEL -----------------------------------------------------------------
 

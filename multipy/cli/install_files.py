@@ -11,9 +11,13 @@ over the old one, so:
 
 from __future__ import annotations
 
+import binascii
+import importlib.util
+import marshal
 import os
 import shlex
 import stat
+import zlib
 from importlib import resources
 
 from multipy import __version__, files
@@ -38,20 +42,51 @@ def launcher(name: str, module: str, python: str) -> bytes:
 
 
 SHIM_FLAGS = "-IS"  # -I -S in one word: a #! line hands everything after the interpreter over as one argument
+SHIM_SOURCE = "multipy/shim.py"
+
+
+def _packed(data: bytes) -> str:
+    """`data` as base64 of its zlib: a str literal a launcher decodes with two built-in modules."""
+    return binascii.b2a_base64(zlib.compress(data, 9), newline=False).decode("ascii")
+
+
+def _shim_body() -> str:
+    """Python that runs multipy/shim.py: from the bytecode compiled here when the interpreter reading it has
+    this one's magic number (the same minor release), else from the source.
+
+    Compiling the 300-line shim costs ~2 ms on every call, a fifth of what the shim adds to an
+    interpreter's start; a runtime runs it per pod. The bytecode is in the file itself (base64 of
+    zlib of marshal, ~13 KB), not beside it: the shim stays one file that needs no path of a tree,
+    and well under install_runtime's launcher bound, so prune still reads which tree it names.
+    """
+    source = resources.files("multipy").joinpath("shim.py").read_bytes()
+    # dont_inherit: this module's `from __future__ import annotations` is not the shim's. marshal format 2
+    # has no back-references, which format 3+ writes or not by each object's refcount, i.e. by whatever
+    # else this process has loaded: the same release must always give the same bytes, or every install
+    # pass would see a changed shim and rewrite it.
+    code = marshal.dumps(compile(source, SHIM_SOURCE, "exec", dont_inherit=True), 2)
+    magic = importlib.util.MAGIC_NUMBER
+    return (
+        "import binascii, marshal, sys, zlib  # built into Debian's python3.11: no file to load\n"
+        f"if sys.modules['_frozen_importlib_external'].MAGIC_NUMBER == {magic!r}:\n"
+        f"    exec(marshal.loads(zlib.decompress(binascii.a2b_base64('{_packed(code)}'))))\n"
+        "else:  # another interpreter's bytecode would not load: compile the source\n"
+        f"    exec(compile(zlib.decompress(binascii.a2b_base64('{_packed(source)}')), {SHIM_SOURCE!r}, 'exec'))\n"
+    )
 
 
 def shim_launcher(python: str) -> bytes:
-    """The thick-mode executable: multipy/shim.py itself behind a #! line running `python` isolated and
-    without `site` (the shim is stdlib only, so the site-packages scan would be start-up time for nothing)."""
-    source = resources.files("multipy").joinpath("shim.py").read_text()
-    note = f"# multus-shim, written by `multipy install --thick` (multipy {__version__}): multipy/shim.py on {python}\n"
+    """The thick-mode executable: multipy/shim.py (as bytecode, see _shim_body) behind a #! line running
+    `python` isolated and without `site` (the shim is stdlib only, so the site-packages scan would be
+    start-up time for nothing)."""
+    note = (f"# multus-shim, written by `multipy install --thick` (multipy {__version__}): {SHIM_SOURCE} on {python}"
+            ", packed below\n")  # fmt: skip
     if _shebang_safe(python):
-        return f"#!{python} {SHIM_FLAGS}\n{note}{source}".encode()
+        return f"#!{python} {SHIM_FLAGS}\n{note}{_shim_body()}".encode()
     # A path a #! line cannot hold: one file that sh and Python both read. sh runs line 2 (the empty
-    # strings before `exec` vanish); Python sees a string statement there, and the shim has no
-    # __future__ import that would have to come first.
+    # strings before `exec` vanish); Python sees a string statement there.
     exec_line = "''''exec " + shlex.quote(python) + f' {SHIM_FLAGS} "$0" "$@" # ' + "'''"
-    return f"#!/bin/sh\n{exec_line}\n{note}{source}".encode()
+    return f"#!/bin/sh\n{exec_line}\n{note}{_shim_body()}".encode()
 
 
 def _same(path: str, data: bytes, mode: int, st: os.stat_result) -> bool:

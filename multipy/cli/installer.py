@@ -4,7 +4,7 @@ It puts on the node, in this order, each only when it changed:
 1. the Python runtime (--runtime), under its content digest (install_runtime.py);
 2. each --file, then the kubeconfig made from the pod's service account (kubeconfig.py);
 3. the CNI executables `multus-cni` and `multipy`: launchers running that runtime's interpreter;
-   with --thick, then `multus-shim` (multipy/shim.py behind a `#!<interpreter> -IS` line), which
+   with --thick, then `multus-shim` (multipy/shim.py, compiled, behind a `#!<interpreter> -IS` line), which
    hands requests to `multipy daemon` and falls back to the `multus-cni` next to it;
 4. last, the conf: once it is there the runtime uses multipy, so everything it needs must
    already be in place.

@@ -13,7 +13,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from . import sysctl
-from .netlink import KernelRoute, LinkError, Namespace
+from .netlink import KernelRoute, Link, LinkError, Namespace
 
 if TYPE_CHECKING:
     from multipy.cni.result import Result
@@ -23,11 +23,14 @@ class ConfigureError(Exception):
     """Configuring the interface failed; the message reads like the reference's."""
 
 
-def configure(ns: Namespace, netns: str | None, ifname: str, result: Result) -> None:
-    """Apply `result` to `ifname` through `ns`, the Namespace open on `netns`."""
+def configure(ns: Namespace, netns: str | None, ifname: str, result: Result, link: Link | None = None) -> Link:
+    """Apply `result` to `ifname` through `ns`, the Namespace open on `netns`; returns the link as looked up.
+
+    `link`: the caller's own lookup of `ifname` (its index and MAC), which saves asking the kernel again.
+    """
     if not result.interfaces:
         raise ConfigureError("no interfaces to configure")
-    link = ns.link(ifname)
+    link = link or ns.link(ifname)
     if link is None:
         raise ConfigureError(f"failed to lookup {ifname!r}: Link not found")
     gateways: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
@@ -58,6 +61,7 @@ def configure(ns: Namespace, netns: str | None, ifname: str, result: Result) -> 
             ns.append_route(kernel_route)
         except LinkError as exc:
             raise ConfigureError(f"failed to add route '{route.dst} via {gw} dev {ifname}': {exc.strerror}") from None
+    return link
 
 
 def _enable_ipv6(netns: str | None, ifname: str) -> None:

@@ -211,9 +211,10 @@ class Namespace:
     def set_mac(self, index: int, mac: str) -> None:
         self._call("link", "set", index=index, address=mac)
 
-    def set_master(self, index: int, master: int) -> None:
-        """Make the link a port of bridge `master`."""
-        self._call("link", "set", index=index, master=master)
+    def set_master(self, index: int, master: int, up: bool = False) -> None:
+        """Make the link a port of bridge `master`; `up`: bring it up in the same message (the kernel
+        enslaves first, then changes the flags, as two separate calls would)."""
+        self._call("link", "set", index=index, master=master, **({"state": "up"} if up else {}))
 
     def rename(self, index: int, name: str) -> None:
         self._call("link", "set", index=index, ifname=name)

@@ -348,6 +348,18 @@ def _assert_nothing_left(side: Side) -> None:
     assert snapshot.nat_rules(side.host) == []
 
 
+def test_an_existing_bridge_that_is_down_is_brought_up_like_the_reference(twins):
+    """The bridge is looked up before it is made, and only a down one is set up: the same kernel state as
+    the Go bridge's create-or-take and unconditional up."""
+    go, ours = twins()
+    conf = _conf("1.0.0", {"isGateway": True})
+    for side in (go, ours):
+        subprocess.run(["ip", "-n", side.host, "link", "add", "cni0", "type", "bridge"], check=True)
+        assert "UP" not in kernel.links(side.host)["cni0"]["flags"]
+    _differential_cycle(go, ours, conf, "1.0.0")
+    assert "UP" in kernel.links(ours.host)["cni0"]["flags"]
+
+
 def test_a_bridge_name_taken_by_another_link_is_refused(twins):
     go, ours = twins()
     conf = _conf("1.0.0", {})

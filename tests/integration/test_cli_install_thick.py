@@ -1,21 +1,27 @@
 """`multipy install --thick`: multus-shim is put next to the thin multus-cni, by rename, as the shim's own
-source behind `#!<runtime's python> -IS` (no site-packages scan); it answers VERSION, falls back to the
+bytecode and source behind `#!<runtime's python> -IS` (no site-packages scan); it answers VERSION, falls back to the
 multus-cni next to it when no daemon is there, re-running changes nothing, and the conf's "type" must
 match the mode."""
 
 from __future__ import annotations
 
+import binascii
+import importlib.util
 import json
+import marshal
 import os
+import re
 import stat
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from multipy import shim
+from multipy.cli import install_files, install_runtime
 from multipy.cli.commands import cli
 from multipy.cni.version import SUPPORTED_VERSIONS
 
@@ -58,7 +64,7 @@ def test_thick_install_puts_the_shim_next_to_multus_cni(node):
     assert stat.S_IMODE(os.stat(shim_file).st_mode) == 0o755
     text = shim_file.read_text()
     assert text.splitlines()[0] == f"#!{sys.executable} -IS"
-    assert text.endswith(Path(shim.__file__).read_text())  # the module's source, byte for byte
+    assert unpacked(text) == (compiled_shim(), Path(shim.__file__).read_bytes())  # byte for byte
     assert sorted(os.listdir(bin_dir)) == ["multipy", "multus-cni", "multus-shim"]  # no temporary left
 
     # As a runtime runs it: VERSION answered by the shim itself.
@@ -120,6 +126,52 @@ def test_on_a_node_the_shim_runs_the_nodes_runtime(node):
     from multipy.cli import install_runtime
 
     assert install_runtime.referenced(str(host / "opt/cni/bin"), "/opt/multipy") == {digest}
+
+
+def unpacked(launcher: str) -> tuple:
+    """The code object and the source packed into a shim launcher (install_files._shim_body)."""
+    blobs = re.findall(r"a2b_base64\('([A-Za-z0-9+/=]+)'\)", launcher)
+    assert len(blobs) == 2
+    code, source = (zlib.decompress(binascii.a2b_base64(blob)) for blob in blobs)
+    return marshal.loads(code), source
+
+
+def compiled_shim():
+    return compile(Path(shim.__file__).read_bytes(), "multipy/shim.py", "exec", dont_inherit=True)
+
+
+def test_the_shim_runs_its_bytecode_and_falls_back_to_its_source(tmp_path):
+    """Same interpreter: the bytecode compiled at install (no compile per call). Another magic number (another
+    minor release): the source. Either way, one file well under the bound prune reads launchers to."""
+    text = install_files.shim_launcher(sys.executable).decode()
+    assert len(text.encode()) < install_runtime._LAUNCHER_MAX / 2
+    magic = repr(importlib.util.MAGIC_NUMBER)
+    assert text.count(magic) == 1
+    for name, body in (("bytecode", text), ("source", text.replace(magic, repr(b"\0\0\r\n")))):
+        path = tmp_path / name
+        path.write_text(body)
+        path.chmod(0o755)
+        out = subprocess.run([str(path)], input=b'{"cniVersion": "0.4.0"}', capture_output=True, cwd="/",
+                             env=clean_env(CNI_COMMAND="VERSION"), timeout=60)  # fmt: skip
+        assert out.returncode == 0, (name, out.stderr)
+        assert json.loads(out.stdout) == {"cniVersion": "0.4.0", "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+def test_the_packed_shim_is_the_same_bytes_whatever_the_installing_process_holds():
+    """Rerunning an install must find the shim "unchanged": the bytecode may not depend on the hash seed or
+    on what else the installing process has imported (marshal's back-references follow refcounts)."""
+    code = ("import hashlib, sys\n"
+            "if sys.argv[1] == 'loaded':\n"
+            "    import multipy.cli.commands, multipy.shim, multipy.daemon.main  # noqa\n"
+            "from multipy.cli.install_files import shim_launcher\n"
+            f"print(hashlib.sha256(shim_launcher({sys.executable!r})).hexdigest())\n")  # fmt: skip
+    digests = set()
+    for seed, state in (("1", "bare"), ("2", "loaded"), ("3", "loaded"), ("random", "bare")):
+        env = {**clean_env(), "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", code, state], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
 
 
 def test_an_interpreter_path_no_shebang_can_hold(node):
