@@ -45,6 +45,52 @@ def test_a_namespace_is_reached_from_the_callers_thread(netns):
     assert "mpa" not in kernel.links(None)
 
 
+def test_dumps_read_back_what_was_set_per_link_and_per_table(netns):
+    """addresses() and routes() ask the kernel to filter (by link, by table): each returns exactly its own,
+    whatever else the namespace holds; every verb's effect is read back from the kernel."""
+    pod = netns("dumps")
+    ip = ipaddress.ip_interface
+    net = ipaddress.ip_network
+    with Netlink().open(f"/run/netns/{pod}") as ns:
+        ns.create_link("mpd0", "bridge", 1400)
+        ns.create_link("mpd1", "bridge")
+        d0, d1 = ns.link("mpd0"), ns.link("mpd1")
+        assert (d0.kind, d0.mtu, d0.up) == ("bridge", 1400, False)
+        for index in (d0.index, d1.index):
+            ns.set_up(index)
+        ns.add_address(d0.index, ip("198.51.100.2/24"))
+        ns.add_address(d0.index, ip("2001:db8::2/64"))
+        ns.add_address(d1.index, ip("203.0.113.2/24"))
+        assert {a for a in ns.addresses(d0.index) if not a.ip.is_link_local} == {ip("198.51.100.2/24"),
+                                                                                   ip("2001:db8::2/64")}  # fmt: skip
+        assert [a for a in ns.addresses(d1.index) if not a.ip.is_link_local] == [ip("203.0.113.2/24")]
+        ns.del_address(d1.index, ip("203.0.113.2/24"))
+        assert [a for a in ns.addresses(d1.index) if not a.ip.is_link_local] == []
+        gw = ipaddress.ip_address("198.51.100.1")
+        for table in (254, 100, 1000):
+            ns.append_route(KernelRoute(net("10.10.0.0/16"), oif=d0.index, gateway=gw, table=table))
+        ns.append_route(KernelRoute(net("0.0.0.0/0"), oif=d0.index, gateway=gw, table=1000, priority=7))
+        ns.replace_route(KernelRoute(net("2001:db8:1::/48"), oif=d0.index, table=100))
+        assert {(r.dst, r.table) for r in ns.routes(4) if r.gateway} == {(net("10.10.0.0/16"), 254)}
+        assert {str(r.dst) for r in ns.routes(4, 1000)} == {"10.10.0.0/16", "0.0.0.0/0"}
+        assert [(r.priority, r.gateway) for r in ns.default_routes(4, 1000)] == [(7, gw)]
+        assert ns.default_routes(4) == []
+        assert [str(r.dst) for r in ns.routes(6, 100)] == ["2001:db8:1::/48"]
+        every = {(str(r.dst), r.table) for r in ns.routes(4, None) if r.gateway}
+        assert every >= {("10.10.0.0/16", 254), ("10.10.0.0/16", 100), ("10.10.0.0/16", 1000), ("0.0.0.0/0", 1000)}
+        for route in ns.routes(4, 1000):
+            ns.del_route(route)
+        assert ns.routes(4, 1000) == []
+        ns.set_mtu(d1.index, 1300)
+        ns.set_mac(d1.index, "02:00:00:00:00:d1")
+        ns.set_promisc(d1.index)
+        ns.rename(d1.index, "mpd9")
+        renamed = ns.link(index=d1.index)
+        assert (renamed.name, renamed.mtu, renamed.mac, renamed.promisc) == ("mpd9", 1300, "02:00:00:00:00:d1", True)
+        assert ns.delete_link(d1.index) and not ns.delete_link(d1.index) and ns.link("mpd9") is None
+    assert "198.51.100.2/24" in kernel.addresses(pod, "mpd0")["mpd0"]
+
+
 def test_sysctls_are_the_namespaces(netns):
     pod = netns("pod")
     path = f"/run/netns/{pod}"
