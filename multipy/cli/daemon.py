@@ -24,12 +24,14 @@ def _auto_options(ctx, param, values) -> dict | None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="The daemon's JSON config file (socketDir, metricsAddress, workers, queue, drainTimeout, "
+              help="The daemon's JSON config file (socketDir, metricsAddress, workers, addWorkers, queue, drainTimeout, "
                    "requestTimeout, kubeconfig, nodeName, fallback, syncTimeout, logLevel, autoConf, cniConfigDir, "
                    "autoConfName, autoConfPrimary, autoConfOptions); re-read when it changes.")
 @click.option("--socket-dir", default=None, help="Directory of multipy.sock (default /run/multipy).")
 @click.option("--metrics-address", default=None, help="Loopback host:port for /healthz, /readyz, /metrics (e.g. 127.0.0.1:9091).")
 @click.option("--workers", type=int, default=None, help="Requests served at once (default 8).")
+@click.option("--add-workers", type=int, default=None,
+              help="Of those, ADDs and CHECKs served at once, CPU work on one core (default 3).")
 @click.option("--queue", type=int, default=None, help="Connections waiting for a worker before 503 (default 256).")
 @click.option("--drain-timeout", type=float, default=None, help="Seconds SIGTERM waits for requests in flight (default 30).")
 @click.option("--request-timeout", type=float, default=None, help="Seconds one request may take, all its delegates and API calls together (default 120).")

@@ -36,6 +36,8 @@ class Metrics:
                                 registry=r)  # fmt: skip
         self.in_flight = Gauge("multipy_requests_in_flight", "Requests being served now", registry=r)
         self.queue_length = Gauge("multipy_queue_length", "Accepted connections waiting for a worker", registry=r)
+        self.add_waiting = Gauge("multipy_add_waiting", "ADD and CHECK requests waiting for an ADD slot (addWorkers)",
+                                 registry=r)  # fmt: skip
         self.cache_age = Gauge("multipy_cache_sync_age_seconds",
                                "Seconds since each API cache last listed its objects (-1: never)", ["cache"], registry=r)  # fmt: skip
         self.cache_objects = Gauge("multipy_cache_objects", "Objects held by each API cache", ["cache"], registry=r)

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 
 from multipy import entry
 from multipy.cni import skel
 from multipy.cni.env import cni_arg
-from multipy.cni.errors import DECODE_FAILURE, INVALID_ENVIRONMENT, CNIError
+from multipy.cni.errors import DECODE_FAILURE, INVALID_ENVIRONMENT, TRY_AGAIN_LATER, CNIError
 from multipy.log import Log
 from multipy.log import Settings as LogSettings
 from multipy.net import netns
@@ -26,6 +27,7 @@ from . import hotplug
 
 CNI_KEYS = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 _COMMANDS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
+_SLOTTED = frozenset({"ADD", "CHECK"})  # CPU work: at most settings.add_workers at once (see there)
 _BAD_REQUEST = frozenset({1, 2, 4, 6, 7})
 
 
@@ -91,6 +93,7 @@ class Routes:
         metrics = daemon.metrics
         self._etcd = metrics.timed("etcd", daemon.pool.etcd)
         self._kube = metrics.timed("kube", daemon.pool.kube)
+        self._add_slots = threading.BoundedSemaphore(daemon.settings.add_workers)
 
     def handle(self, method: str, path: str, body: bytes, fds: list[int]) -> Reply:
         route = (method, path.split("?", 1)[0])
@@ -121,12 +124,33 @@ class Routes:
             environ, raw, doc = _body(body)
             command = environ.get("CNI_COMMAND", "?")
             command = command if command in _COMMANDS else "other"
-            reply = serve(environ, raw, doc, fds)
+            deadline = started + self.daemon.settings.request_timeout  # the wait for a slot counts too
+            if command in _SLOTTED:
+                reply = self._in_add_slot(deadline, lambda: serve(environ, raw, doc, fds, deadline))
+            else:
+                reply = serve(environ, raw, doc, fds, deadline)
         except BadRequest as err:
             reply = Reply.error(err.to_json())
         code = json.loads(reply.body).get("code") if reply.status >= 400 else None
         self.daemon.metrics.request_done(endpoint, command, time.monotonic() - started, code)
         return reply
+
+    def _in_add_slot(self, deadline: float, serve) -> Reply:
+        """serve() once one of the addWorkers slots is free; code 11 (HTTP 504: the shim does not fall back,
+        the runtime retries) when none frees up before the request's deadline."""
+        metrics = self.daemon.metrics
+        metrics.add_waiting.inc()
+        try:
+            got = self._add_slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            metrics.add_waiting.dec()
+        if not got:
+            return Reply.error({"code": TRY_AGAIN_LATER, "msg": "multipy daemon: no ADD slot came free within the "
+                                f"request timeout ({self.daemon.settings.add_workers} at once, addWorkers)"})  # fmt: skip
+        try:
+            return serve()
+        finally:
+            self._add_slots.release()
 
     def _services(self, environ: dict) -> Services:
         cluster = self.daemon.cluster
@@ -135,11 +159,11 @@ class Routes:
             kube = cluster.kube_factory(kube, cni_arg(environ.get("CNI_ARGS", ""), "K8S_POD_UID"))
         return Services(etcd=self._etcd, kube=kube)
 
-    def _wiring(self, environ: dict) -> dict:
+    def _wiring(self, environ: dict, deadline: float) -> dict:
         return {
             "registry": self.daemon.registry,
             "services": self._services(environ),
-            "deadline": time.monotonic() + self.daemon.settings.request_timeout,
+            "deadline": deadline,
             "observer": self.daemon.metrics.delegate_call,
         }
 
@@ -148,8 +172,8 @@ class Routes:
         path = environ.get("CNI_NETNS", "")
         return netns.passed_fds({path: fds[0]} if path and fds else {})
 
-    def cni(self, environ: dict, raw: bytes, doc: dict, fds: list[int]) -> Reply:
-        wiring = self._wiring(environ)
+    def cni(self, environ: dict, raw: bytes, doc: dict, fds: list[int], deadline: float) -> Reply:
+        wiring = self._wiring(environ, deadline)
 
         def make_handler(request, log):
             return entry.build(request, log, **wiring)
@@ -160,13 +184,13 @@ class Routes:
             return Reply.error(document)
         return Reply.json(200, document) if document is not None else Reply(204)
 
-    def delegate(self, environ: dict, raw: bytes, doc: dict, fds: list[int]) -> Reply:
+    def delegate(self, environ: dict, raw: bytes, doc: dict, fds: list[int], deadline: float) -> Reply:
         args = environ.get("CNI_ARGS", "")
         log = Log(self.daemon.log_settings, environ.get("CNI_CONTAINERID", ""),
                   cni_arg(args, "K8S_POD_NAMESPACE"), cni_arg(args, "K8S_POD_NAME"))  # fmt: skip
         try:
             with self._fds(environ, fds):
-                result = hotplug.run(environ, raw, doc.get("network"), log, **self._wiring(environ))
+                result = hotplug.run(environ, raw, doc.get("network"), log, **self._wiring(environ, deadline))
         except Exception as exc:  # noqa: BLE001 - skel.failure is the one mapping to CNI codes
             return Reply.error(skel.failure(exc, log, f"hot-plug {environ.get('CNI_COMMAND', '?')}"))
         return Reply.json(200, result.to_json(result.cni_version)) if result is not None else Reply(204)
