@@ -28,9 +28,8 @@ class Settings:
     metrics_address: str = ""  # host:port on loopback for kubelet's probes and Prometheus; "" = none
     workers: int = 8
     # Of the workers, how many run ADD or CHECK at once: their native delegates are CPU work, which one
-    # Python process runs on one core at a time, so more at once only adds GIL switching (on 2 cores, 8
-    # concurrent ADDs took ~40% more CPU than 2). DEL keeps every worker: its time is the kernel's, tearing
-    # links down, waiting without the GIL.
+    # Python process runs on one core at a time, so more at once only adds GIL switching. DEL keeps every
+    # worker: its time is the kernel's, tearing links down (~20-30 ms each for RCU), without the GIL.
     add_workers: int = 3
     queue: int = 256
     drain_timeout: float = 30.0
