@@ -70,6 +70,7 @@ _setpriv: list[str | None] = []
 # for the killed group to be reaped; the pipes are closed, never waited for.
 PIPE_GRACE = 1.0
 KILL_GRACE = 2.0
+FIRST_STEP = 0.05  # the first wait returns as soon as a quick delegate is done; later ones double
 
 
 def _pdeathsig_wrapper() -> list[str]:
@@ -98,11 +99,27 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _wait(proc: subprocess.Popen, stdin: bytes, deadline: float) -> tuple[bytes, bytes] | None:
+def _input_file(data: bytes) -> int:
+    """The delegate's stdin, all written before it starts: an anonymous in-memory file, read from 0.
+    Not a pipe fed by communicate(): when its first timed wait expires before it wrote the input (its
+    thread descheduled under load) or all of it (past the pipe's 64 KiB), CPython never writes the rest
+    nor closes stdin (cpython#141473, fixed after 3.11), and the delegate reads until the deadline.
+    Seen as 90 s macvlan timeouts in a 100-pod burst of Go delegates."""
+    fd = os.memfd_create("cni-stdin", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes] | None:
     """Its (stdout, stderr) once it exited and its pipes closed, or PIPE_GRACE after it exited; None
     at `deadline` (absolute, time.monotonic()). Never waits past the deadline, whatever holds a pipe."""
-    send: bytes | None = stdin
-    step = 0.05  # the first wait returns as soon as a quick delegate is done
+    step = FIRST_STEP
     exited_at: float | None = None
     while True:
         now = time.monotonic()
@@ -116,10 +133,9 @@ def _wait(proc: subprocess.Popen, stdin: bytes, deadline: float) -> tuple[bytes,
             _close_pipes(proc)
             return partial
         try:
-            out, err = proc.communicate(send, timeout=min(step, limit - now))
+            out, err = proc.communicate(timeout=min(step, limit - now))
             return out or b"", err or b""
-        except subprocess.TimeoutExpired as exc:
-            send = None  # the input was handed over (or is being): never sent twice
+        except subprocess.TimeoutExpired as exc:  # what was read so far is kept: the next call goes on
             proc._multipy_partial = (exc.stdout or b"", exc.stderr or b"")  # type: ignore[attr-defined]
             if exited_at is None and proc.poll() is not None:
                 exited_at = time.monotonic()
@@ -129,11 +145,21 @@ def _wait(proc: subprocess.Popen, stdin: bytes, deadline: float) -> tuple[bytes,
 def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + timeout
     wrapper = _pdeathsig_wrapper()
+    input_fd = _input_file(stdin)
+    try:
+        return _spawn_reading(binary, env, input_fd, deadline, timeout, wrapper)
+    finally:
+        os.close(input_fd)
+
+
+def _spawn_reading(binary: str, env: dict, input_fd: int, deadline: float, timeout: float,
+                   wrapper: list[str]) -> subprocess.CompletedProcess:
     for attempt in range(_BUSY_RETRIES + 1):
+        os.lseek(input_fd, 0, os.SEEK_SET)  # a retry's binary reads it all again
         try:
             proc = subprocess.Popen(
                 [*wrapper, binary],
-                stdin=subprocess.PIPE,
+                stdin=input_fd,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -145,7 +171,7 @@ def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.C
                 raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {exc.strerror}") from exc
             time.sleep(1)
             continue
-        out_err = _wait(proc, stdin, deadline)
+        out_err = _wait(proc, deadline)
         if out_err is None:
             _kill_group(proc)
             _close_pipes(proc)  # a grandchild that left the group may hold them open: never wait for EOF

@@ -111,6 +111,35 @@ def test_a_missing_or_non_executable_binary_is_still_code_100(tmp_path):
     assert info.value.code == DELEGATE_NOT_FOUND
 
 
+def _run_counting_stdin(tmp_path, stdin: bytes) -> int:
+    # The delegate reads its stdin only after a while, as a loaded node schedules it: how many bytes it got.
+    late = _script(tmp_path, "late", "sleep 0.3\nwc -c\n")
+    return int(binary.run(late, Invocation("ADD", "c1", "/run/netns/x", "eth0"), stdin, 5.0, _Log()))
+
+
+def test_a_wait_that_times_out_before_the_input_is_written_still_hands_it_all_over(tmp_path, monkeypatch):
+    """Seen in a 100-pod burst of Go delegates: the first wait expired before communicate() wrote the
+    config (its thread was descheduled longer than the step); CPython's later calls wrote nothing and
+    never closed stdin, and the delegate read its stdin until the 90 s delegateTimeout. A 1 µs first
+    step is that, every time."""
+    monkeypatch.setattr(binary, "FIRST_STEP", 1e-6)
+    started = time.monotonic()
+    assert _run_counting_stdin(tmp_path, b'{"cniVersion": "1.0.0"}') == len(b'{"cniVersion": "1.0.0"}')
+    assert time.monotonic() - started < 2.0
+
+
+def test_an_input_larger_than_a_pipe_reaches_a_delegate_that_reads_late(tmp_path):
+    """A conf (prevResult, a big NAD) past a pipe's 64 KiB, read after the first wait expired: all of it,
+    then end of file."""
+    big = b"x" * (300 * 1024 + 7)
+    assert _run_counting_stdin(tmp_path, big) == len(big)
+
+
+def test_a_delegate_that_never_reads_its_input_still_answers(tmp_path):
+    deaf = _script(tmp_path, "deaf", f"exec 0<&-\nsleep 0.2\necho '{RESULT}'\n")
+    assert b'"interfaces"' in binary.run(deaf, Invocation("ADD", "c1", "/x", "eth0"), b"y" * 200_000, 5.0, _Log())
+
+
 @pytest.mark.skipif(not binary._pdeathsig_wrapper(), reason="no setpriv: delegates cannot die with their parent")
 def test_a_delegate_dies_with_the_process_that_ran_it(tmp_path):
     pidfile = tmp_path / "delegate.pid"
