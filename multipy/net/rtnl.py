@@ -10,8 +10,9 @@ message (multipy.net.netlink); this module only moves bytes and reads the 16-byt
 
 A conversation ends with NLMSG_ERROR for a request sent with NLM_F_ACK (errno 0: the ACK, after any
 reply such as a link's RTM_NEWLINK), or NLMSG_DONE for a dump. Replies of an earlier conversation cut
-short (an exception while reading) carry another sequence number and are skipped. Every recv has the
-socket's timeout, so a conversation never waits for ever.
+short (an exception while reading) carry another sequence number and are skipped. A conversation has
+an absolute deadline, TIMEOUT after its send: each recv waits at most what is left of it, so neither a
+silent kernel nor a stream of someone else's replies holds it longer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import errno
 import os
 import socket
 import struct
+import time
 
 NETLINK_ROUTE = 0
 _SOL_NETLINK, _NETLINK_GET_STRICT_CHK = 270, 12
@@ -33,7 +35,7 @@ _ERRNO = struct.Struct("=i")  # the negative errno after an NLMSG_ERROR's or NLM
 _RECV = 1 << 16  # a dump datagram is at most 32 KiB (the kernel's largest dump skb); a reply is smaller
 _BUFFER = 1 << 20  # SO_SNDBUF/SO_RCVBUF, as pyroute2 sets them
 _DUMP_ATTEMPTS = 5  # a dump the kernel flags as interrupted (the table changed under it) is asked again
-TIMEOUT = 30.0  # seconds a recv may wait: the kernel has answered long before, this only bounds a bug
+TIMEOUT = 30.0  # seconds a conversation may last: the kernel has answered long before, this bounds a bug
 
 
 _ATTR = struct.Struct("=HH")  # an attribute's length and type
@@ -113,9 +115,14 @@ class Conversation:
             self._sock.send(request)
         except OSError as exc:
             raise LinkError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
+        deadline = time.monotonic() + TIMEOUT
         replies: list[tuple[int, bytes, int]] = []
         interrupted = False
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkError(errno.ETIMEDOUT, f"no netlink answer within {TIMEOUT:g} s")
+            self._sock.settimeout(left)
             try:
                 data = self._sock.recv(_RECV)
             except TimeoutError:

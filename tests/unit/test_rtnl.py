@@ -1,6 +1,6 @@
 """multipy.net.rtnl over a scripted socket: where a conversation ends (the ACK, NLMSG_DONE), the kernel's
 errno as LinkError, replies of another conversation skipped, an interrupted dump asked again, a silent
-kernel bounded by the timeout, and trimmed() keeping exactly the attributes asked for."""
+kernel or a stream of other replies bounded by the deadline, and trimmed() keeping exactly the attributes asked for."""
 
 from __future__ import annotations
 
@@ -41,10 +41,20 @@ class Script:
         self.datagrams = list(self.rounds.pop(0))
         return len(data)
 
+    def settimeout(self, seconds: float) -> None:
+        assert 0 < seconds <= rtnl.TIMEOUT
+
     def recv(self, size: int) -> bytes:
         if not self.datagrams:
             raise TimeoutError
         return self.datagrams.pop(0)
+
+
+class Chatty(Script):
+    """Replies for ever, none of them to the request asked."""
+
+    def recv(self, size: int) -> bytes:
+        return message(16, 99, b"other")
 
 
 def kinds(replies) -> list[int]:
@@ -84,6 +94,13 @@ def test_an_interrupted_dump_is_asked_again():
 def test_a_silent_kernel_is_a_timeout_not_a_hang():
     with pytest.raises(LinkError) as caught:
         Conversation(Script([message(16, 5, b"x")])).exchange(b"req", 5, dump=False)
+    assert caught.value.errno == errno.ETIMEDOUT
+
+
+def test_a_stream_of_other_replies_ends_at_the_conversations_deadline(monkeypatch):
+    monkeypatch.setattr(rtnl, "TIMEOUT", 0.2)
+    with pytest.raises(LinkError) as caught:
+        Conversation(Chatty([])).exchange(b"req", 5, dump=False)
     assert caught.value.errno == errno.ETIMEDOUT
 
 
