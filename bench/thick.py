@@ -26,7 +26,10 @@ Rows are interleaved, rotated each round. After every ADD the pod must hold eth0
 and net1 in the dynamic range (checked untimed). Then:
 
   bursts      N pods at once (--bursts, default 20 and 100) per four-row, ADD then DEL: total wall
-              time and per-call p50/p95; every pod checked and every address unique after the ADDs
+              time and per-call p50/p95; every pod checked and every address unique after the ADDs.
+              --burst-runs per size and row, the median total counts; by default 5 of 20 pods or fewer
+              (half a second each: one run is at the mercy of the machine's other work, the Go floor's
+              total moved 262-364 ms between runs here) and 1 of more (the thin row takes ~35 s)
   memory      the daemon's VmRSS (its process tree, /proc/<pid>/status) at idle, after warm-up,
               before and after --cycles ADD/DEL cycles through the shim, and sampled every 5 ms
               during the thick bursts (the peak)
@@ -487,7 +490,7 @@ def bench(args, multus_cni: str, python_env: dict, tmp: str) -> dict:
         memory["cycles"] = memory_cycles(rows, daemon, args.cycles)
         samples["bursts"] = {}
         for size in args.bursts:
-            for k in range(args.burst_runs):
+            for k in range(burst_runs(args, size)):
                 names = list(ROWS[k % len(ROWS):] + ROWS[:k % len(ROWS)])
                 for row in names:
                     got = burst(rows, row, size, f"b{size}{row[:2]}{row[-1]}{k}", daemon if row == "thick" else None)
@@ -618,11 +621,18 @@ def report(samples: dict, args, out) -> None:
     p("\nLeft behind after every DEL: " + ("nothing" if not left else "\n  " + "\n  ".join(left)))
 
 
+def burst_runs(args, size: int) -> int:
+    if args.burst_runs is not None:
+        return args.burst_runs
+    return 5 if size <= 20 else 1
+
+
 def main() -> int:
     parser = bench_parser(__doc__, "0.3.1", min_runs=5)
     parser.add_argument("--cycles", type=int, default=1000, help="thick ADD/DEL cycles for the RSS growth")
     parser.add_argument("--bursts", default="20,100", help="burst sizes, comma-separated ('' for none)")
-    parser.add_argument("--burst-runs", type=int, default=1, help="bursts per size and row")
+    parser.add_argument("--burst-runs", type=int, default=None,
+                        help="bursts per size and row (default 5 for 20 pods or fewer, else 1)")
     parser.add_argument("--no-kube-ipam", dest="kube_ipam", action="store_false", help="skip the kube-ipam rows")
     parser.add_argument("--quick", action="store_true", help="5 runs, 100 cycles, one 20-pod burst")
     parser.add_argument("--workers", type=int, help="the daemon's --workers (default: the daemon's own default)")
