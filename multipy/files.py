@@ -82,9 +82,7 @@ def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusi
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, mode)
     try:
-        view = memoryview(data)
-        while view:  # a write may be short; the next one finishes it or raises (ENOSPC, ...)
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     except OSError:
@@ -92,6 +90,13 @@ def create(path: str, data: bytes, mode: int = 0o600, sync: bool = True, exclusi
         unlink_quietly(path)
         raise
     os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`: a write may be short; the next one finishes it or raises (ENOSPC, ...)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def write_temp(directory: str, name: str, data: bytes, mode: int = 0o600, tmp_prefix: str = ".",

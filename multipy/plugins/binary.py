@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from multipy import files
 from multipy.cni.errors import (
     DELEGATE_BAD_OUTPUT,
     DELEGATE_NOT_FOUND,
@@ -99,21 +101,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _input_file(data: bytes) -> int:
-    """The delegate's stdin, all written before it starts: an anonymous in-memory file, read from 0.
+@contextmanager
+def _input_file(data: bytes) -> Iterator[int]:
+    """The delegate's stdin, all written before it starts: an anonymous in-memory file (closed on exit).
     Not a pipe fed by communicate(): when its first timed wait expires before it wrote the input (its
     thread descheduled under load) or all of it (past the pipe's 64 KiB), CPython never writes the rest
     nor closes stdin (cpython#141473, fixed after 3.11), and the delegate reads until the deadline.
     Seen as 90 s macvlan timeouts in a 100-pod burst of Go delegates."""
     fd = os.memfd_create("cni-stdin", os.MFD_CLOEXEC)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
+        files.write_all(fd, data)
+        yield fd
+    finally:
         os.close(fd)
-        raise
-    return fd
 
 
 def _wait(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes] | None:
@@ -145,54 +145,46 @@ def _wait(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes] | None
 def _spawn(binary: str, env: dict, stdin: bytes, timeout: float) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + timeout
     wrapper = _pdeathsig_wrapper()
-    input_fd = _input_file(stdin)
-    try:
-        return _spawn_reading(binary, env, input_fd, deadline, timeout, wrapper)
-    finally:
-        os.close(input_fd)
-
-
-def _spawn_reading(binary: str, env: dict, input_fd: int, deadline: float, timeout: float,
-                   wrapper: list[str]) -> subprocess.CompletedProcess:
-    for attempt in range(_BUSY_RETRIES + 1):
-        os.lseek(input_fd, 0, os.SEEK_SET)  # a retry's binary reads it all again
-        try:
-            proc = subprocess.Popen(
-                [*wrapper, binary],
-                stdin=input_fd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                # Its own group, so a timeout also stops what it spawned (iptables, ...).
-                start_new_session=True,
-            )
-        except OSError as exc:
-            if exc.errno != errno.ETXTBSY or attempt == _BUSY_RETRIES:
-                raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {exc.strerror}") from exc
-            time.sleep(1)
-            continue
-        out_err = _wait(proc, deadline)
-        if out_err is None:
-            _kill_group(proc)
-            _close_pipes(proc)  # a grandchild that left the group may hold them open: never wait for EOF
+    with _input_file(stdin) as input_fd:
+        for attempt in range(_BUSY_RETRIES + 1):
+            os.lseek(input_fd, 0, os.SEEK_SET)  # a retry's binary reads it all again
             try:
-                proc.wait(KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
-            raise CNIError(
-                DELEGATE_TIMEOUT, f"plugin {os.path.basename(binary)} did not finish within {timeout:g}s"
-            ) from None
-        out, err = out_err
-        if wrapper and proc.returncode != 0 and not out and err.startswith(_SETPRIV_EXEC_FAILED):
-            # The wrapper could not exec the binary: what Popen would have raised without it.
-            busy = b"Text file busy" in err
-            if busy and attempt < _BUSY_RETRIES:
+                proc = subprocess.Popen(
+                    [*wrapper, binary],
+                    stdin=input_fd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    # Its own group, so a timeout also stops what it spawned (iptables, ...).
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                if exc.errno != errno.ETXTBSY or attempt == _BUSY_RETRIES:
+                    raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {exc.strerror}") from exc
                 time.sleep(1)
                 continue
-            reason = err.decode("utf-8", "replace").rpartition(": ")[2].strip()
-            raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {reason}")
-        return subprocess.CompletedProcess([binary], proc.returncode, out, err)
-    raise AssertionError("unreachable")  # pragma: no cover
+            out_err = _wait(proc, deadline)
+            if out_err is None:
+                _kill_group(proc)
+                _close_pipes(proc)  # a grandchild that left the group may hold them open: never wait for EOF
+                try:
+                    proc.wait(KILL_GRACE)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise CNIError(
+                    DELEGATE_TIMEOUT, f"plugin {os.path.basename(binary)} did not finish within {timeout:g}s"
+                ) from None
+            out, err = out_err
+            if wrapper and proc.returncode != 0 and not out and err.startswith(_SETPRIV_EXEC_FAILED):
+                # The wrapper could not exec the binary: what Popen would have raised without it.
+                busy = b"Text file busy" in err
+                if busy and attempt < _BUSY_RETRIES:
+                    time.sleep(1)
+                    continue
+                reason = err.decode("utf-8", "replace").rpartition(": ")[2].strip()
+                raise CNIError(DELEGATE_NOT_FOUND, f"cannot execute {binary}: {reason}")
+            return subprocess.CompletedProcess([binary], proc.returncode, out, err)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def run(binary: str, inv: Invocation, stdin: bytes, timeout: float, log: Log, base_env=None) -> bytes:
